@@ -1,0 +1,120 @@
+#pragma once
+// The scheduler and market: a cluster snapshot in, decisions out. Pure: no I/O, no
+// clock reads, no logging, no randomness except what the caller passes in. The same
+// snapshot always yields the same decisions.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "surplus/gpu_models.h"
+#include "surplus/job_types.h"
+#include "surplus/money.h"
+
+namespace surplus::scheduler {
+
+/// One GPU as the scheduler sees it.
+struct GpuView {
+  int index = 0;
+  /// Memory slots taken by tenant slices already placed (running jobs), bit i = slot i.
+  uint8_t tenant_mask = 0;
+  /// The owner uses (or has reclaimed) this GPU: nothing may run on it; tenant jobs on it
+  /// must be preempted.
+  bool owner_busy = false;
+  /// Owner-idle for at least the harvest window: may be offered to tenants.
+  bool offerable = true;
+  bool healthy = true;
+};
+
+struct NodeView {
+  std::string id;
+  std::string gpu_model;  ///< GpuModel::name
+  std::string fabric;     ///< gangs need all nodes on one fabric label
+  bool cordoned = false;
+  std::vector<GpuView> gpus;
+};
+
+/// Where a job runs on one node: either a slice of one GPU or whole GPUs.
+struct NodePlacement {
+  std::string node_id;
+  std::vector<int> gpu_indices;  ///< one entry for a slice; N for whole GPUs
+  std::string slice_profile;     ///< profile name (whole GPU profile for whole GPUs)
+  int slot_start = 0;            ///< first memory slot (0 for whole GPUs)
+};
+
+struct JobView {
+  std::string id;
+  std::string tenant_id;
+  Tier tier = Tier::kSpot;
+  Micros bid = 0;                ///< micro-dollars per GPU-hour (spot); ignored for on-demand
+  JobShape shape;
+  std::string gpu_model;         ///< required model, empty = any
+  int64_t submit_seq = 0;        ///< ties broken by submit order (lower first)
+  int64_t max_runtime_ms = 0;    ///< 0 = unbounded
+  bool running = false;
+  int64_t started_at_ms = 0;     ///< when running
+  std::vector<NodePlacement> placements;  ///< when running
+};
+
+struct TenantQuota {
+  int max_gpus = 0;          ///< 0 = unlimited; counts whole-GPU equivalents in compute units / 7
+  int max_pending_jobs = 0;  ///< 0 = unlimited
+};
+
+struct MarketConfig {
+  /// Operator's reserve price per GPU model, micro-dollars per GPU-hour.
+  std::map<std::string, Micros> reserve_price;
+  /// On-demand list price per GPU model.
+  std::map<std::string, Micros> list_price;
+  /// A running spot job is preempted by a bid only when the clearing price exceeds its bid
+  /// by at least this much ...
+  Micros min_preempt_gap = 0;
+  /// ... and it has run at least this long.
+  int64_t min_runtime_before_preempt_ms = 0;
+  std::map<std::string, TenantQuota> quotas;
+};
+
+struct Snapshot {
+  int64_t now_ms = 0;
+  std::vector<NodeView> nodes;
+  std::vector<JobView> jobs;  ///< pending and running
+  MarketConfig market;
+};
+
+struct Assignment {
+  std::string job_id;
+  std::vector<NodePlacement> placements;
+  Micros price = 0;  ///< price per GPU-hour it pays now
+};
+
+enum class PreemptCause { kOutbid, kOwnerReclaim, kUnhealthy, kCordoned };
+
+struct Preemption {
+  std::string job_id;
+  PreemptCause cause = PreemptCause::kOutbid;
+  std::string reason;  ///< readable by the tenant
+};
+
+struct PoolPrice {
+  std::string gpu_model;
+  Micros clearing_price = 0;  ///< per GPU-hour, >= reserve price
+  int64_t capacity_units = 0; ///< compute units offered
+  int64_t used_units = 0;     ///< compute units allocated after this round
+};
+
+struct Decisions {
+  std::vector<Assignment> assignments;  ///< pending jobs to start
+  std::vector<Preemption> preemptions;  ///< running jobs to stop with notice
+  std::vector<PoolPrice> prices;        ///< one per GPU model present
+  /// Why each job that stays pending is pending, e.g. "no 4g.40gb placement free".
+  std::map<std::string, std::string> pending_reasons;
+  /// Price per GPU-hour each running job (that keeps running) pays from now on.
+  std::map<std::string, Micros> running_prices;
+};
+
+/// One full scheduling and market round.
+Decisions Schedule(const Snapshot& snapshot);
+
+}  // namespace surplus::scheduler
