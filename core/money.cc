@@ -7,14 +7,14 @@
 
 namespace surplus {
 
-__int128 DivRoundHalfEven(__int128 num, __int128 den) {
+Int128 DivRoundHalfEven(Int128 num, Int128 den) {
   // Work on magnitudes so that C++'s truncation toward zero is well defined.
   const bool negative = (num < 0) != (den < 0);
-  __int128 n = num < 0 ? -num : num;
-  __int128 d = den < 0 ? -den : den;
-  __int128 q = n / d;
-  const __int128 r = n % d;
-  const __int128 twice = 2 * r;
+  Int128 n = num < 0 ? -num : num;
+  Int128 d = den < 0 ? -den : den;
+  Int128 q = n / d;
+  const Int128 r = n % d;
+  const Int128 twice = 2 * r;
   if (twice > d || (twice == d && (q % 2) == 1)) ++q;
   return negative ? -q : q;
 }

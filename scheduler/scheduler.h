@@ -31,8 +31,11 @@ struct GpuView {
 struct NodeView {
   std::string id;
   std::string gpu_model;  ///< GpuModel::name
-  std::string fabric;     ///< gangs need all nodes on one fabric label
+  std::string fabric;     ///< gangs need all nodes on one fabric label; empty = none
+  /// No new work is placed here; running jobs keep running.
   bool cordoned = false;
+  /// Being drained: no new work, and running jobs get a PreemptCause::kCordoned notice.
+  bool draining = false;
   std::vector<GpuView> gpus;
 };
 
@@ -56,6 +59,11 @@ struct JobView {
   bool running = false;
   int64_t started_at_ms = 0;     ///< when running
   std::vector<NodePlacement> placements;  ///< when running
+  /// Running and already given a preemption notice: it still holds its placement until it
+  /// stops, is not preempted again, and pays nothing new.
+  bool preempting = false;
+  /// When `preempting`: the notice deadline (0 = unknown, assume now + notice period).
+  int64_t preempt_deadline_ms = 0;
 };
 
 struct TenantQuota {
@@ -74,6 +82,8 @@ struct MarketConfig {
   /// ... and it has run at least this long.
   int64_t min_runtime_before_preempt_ms = 0;
   std::map<std::string, TenantQuota> quotas;
+  /// Preemption notice period; used to estimate when preempted jobs free capacity.
+  int64_t preempt_notice_ms = 120'000;
 };
 
 struct Snapshot {
@@ -104,6 +114,15 @@ struct PoolPrice {
   int64_t used_units = 0;     ///< compute units allocated after this round
 };
 
+/// Capacity held back for the highest-priority job that cannot be placed, so that smaller
+/// jobs cannot starve it. Other jobs may use it only when they end before `start_ms`.
+struct Reservation {
+  std::string job_id;
+  std::vector<NodePlacement> placements;  ///< whole GPUs (or the GPU of a slice) held
+  int64_t start_ms = 0;                   ///< expected start; kUnknownStart if unknown
+  static constexpr int64_t kUnknownStart = INT64_MAX;
+};
+
 struct Decisions {
   std::vector<Assignment> assignments;  ///< pending jobs to start
   std::vector<Preemption> preemptions;  ///< running jobs to stop with notice
@@ -112,9 +131,24 @@ struct Decisions {
   std::map<std::string, std::string> pending_reasons;
   /// Price per GPU-hour each running job (that keeps running) pays from now on.
   std::map<std::string, Micros> running_prices;
+  /// Capacity held for blocked jobs this round (at most one).
+  std::vector<Reservation> reservations;
 };
 
 /// One full scheduling and market round.
+///
+/// Market rules. Capacity is every GPU that is healthy, offerable, not owner_busy, on a
+/// node neither cordoned nor draining. Running jobs on owner_busy GPUs are preempted
+/// (kOwnerReclaim), on unhealthy ones (kUnhealthy), on draining nodes (kCordoned). Pending
+/// jobs are admitted on-demand first, then spot by bid descending, ties by submit_seq,
+/// subject to tenant quotas and (spot) the pool's reserve price, and placed with
+/// fragmentation-aware packing. The clearing price of a pool is the highest effective bid
+/// (spot: bid; on-demand: list price) that could not be placed for lack of capacity, never
+/// below the reserve price. Spot jobs pay min(clearing price, bid); on-demand pays list
+/// price. A blocked job may displace running spot jobs whose bid is at least
+/// min_preempt_gap below its effective bid and that ran min_runtime_before_preempt_ms;
+/// on-demand jobs are never displaced by bids. The highest-priority job that stays blocked
+/// gets a reservation; others backfill it only when their max_runtime ends before it.
 Decisions Schedule(const Snapshot& snapshot);
 
 }  // namespace surplus::scheduler

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "surplus/money.h"
 
 namespace surplus {
 
@@ -56,7 +57,7 @@ bool IsKnownSliceProfile(absl::string_view profile_name);
 /// GPU-milliseconds for `wall_ms` on a slice of `compute_units` (of 7) on `gpus` GPUs:
 /// wall_ms * compute_units * gpus / 7, truncated. Integers only.
 inline int64_t GpuMilliseconds(int64_t wall_ms, int compute_units, int gpus) {
-  return static_cast<int64_t>(static_cast<__int128>(wall_ms) * compute_units * gpus /
+  return static_cast<int64_t>(static_cast<Int128>(wall_ms) * compute_units * gpus /
                               kComputeUnitsPerGpu);
 }
 

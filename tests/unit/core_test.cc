@@ -8,7 +8,7 @@ namespace {
 
 TEST(DivRoundHalfEven, RoundsTiesToEven) {
   struct Case {
-    __int128 num, den, want;
+    Int128 num, den, want;
   };
   // 5/2 = 2.5 -> 2 (even); 7/2 = 3.5 -> 4; 11/4 = 2.75 -> 3; 9/4 = 2.25 -> 2; -5/2 -> -2.
   const Case cases[] = {{5, 2, 2}, {7, 2, 4}, {11, 4, 3}, {9, 4, 2}, {-5, 2, -2}, {-7, 2, -4}, {0, 3, 0}};

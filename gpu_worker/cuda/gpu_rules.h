@@ -1,0 +1,90 @@
+#pragma once
+// Pure rules of the CUDA backend that need no GPU: naming, health, process ownership,
+// MPS limits and green-context SM planning. Kept apart so they are unit-tested on CPU.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "gpu_worker/gpu_backend.h"
+
+namespace surplus::worker {
+
+/// Surplus GpuModel name for an NVML device name and its total memory, e.g.
+/// ("NVIDIA H100 80GB HBM3", 81559) -> "H100-80GB". Empty when no model matches: the
+/// model table's SM count and memory must be right for the part (an H100 PCIe has 114
+/// SMs, an H100 NVL 94 GB, so neither is an "H100-80GB").
+std::string ModelNameForDevice(absl::string_view nvml_name, int64_t memory_total_mib);
+
+/// MIG profile from a MIG device name, e.g. "NVIDIA H100 80GB HBM3 MIG 3g.40gb" ->
+/// "3g.40gb"; empty when the name carries none.
+std::string MigProfileFromDeviceName(absl::string_view mig_device_name);
+
+/// XIDs caused by the application rather than the GPU (the same list the NVIDIA device
+/// plugin ignores): they are reported but do not make the GPU unhealthy.
+bool IsApplicationXid(int xid);
+
+/// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" from the 16 bytes of a CUDA device UUID.
+std::string FormatGpuUuid(const unsigned char bytes[16]);
+
+/// Health of one sample from what NVML reported. `lost` is set when NVML answered
+/// GPU_IS_LOST; `critical_xid` is the last XID that is not an application XID (0: none).
+struct HealthInputs {
+  bool lost = false;
+  uint64_t ecc_uncorrected = 0;
+  int critical_xid = 0;
+};
+void ApplyHealth(const HealthInputs& in, GpuTelemetry* gpu);
+
+/// Environment an exec job needs to run as a client of the per-GPU MPS daemon with the
+/// limits of its slice: the job sees one GPU (by UUID), may use compute_units/7 of its
+/// threads (rounded to the nearest percent) and at most memory_mib of device memory.
+std::map<std::string, std::string> MpsClientEnv(const std::string& gpu_uuid,
+                                                const std::string& pipe_dir,
+                                                const std::string& log_dir, int compute_units,
+                                                int64_t memory_mib);
+
+/// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE for a slice: round(100 * compute_units / 7).
+int MpsActiveThreadPercentage(int compute_units);
+
+/// How a slice maps onto the SM groups of one green-context split of a GPU.
+///
+/// The GPU's SMs are split once into `groups` equal groups of `group_sms` SMs (the split
+/// granularity of the architecture, 8 on Hopper) plus `remaining_sms` left over. Memory
+/// slot s of the placement table owns groups [s*groups/8, (s+1)*groups/8), so slices whose
+/// placements do not overlap get disjoint SMs. A slice takes the first
+/// ceil(sm_count/group_sms) groups of the slots it occupies (never more than those slots
+/// own); the whole-GPU slice takes every group and the remainder.
+struct GreenSlicePlan {
+  int first_group = 0;
+  int group_count = 0;
+  bool include_remaining = false;
+  int sm_count = 0;  ///< SMs the slice really gets
+};
+struct SmSplit {
+  int groups = 0;
+  int group_sms = 0;
+  int remaining_sms = 0;
+};
+absl::StatusOr<GreenSlicePlan> PlanGreenSlice(const SmSplit& split, int slot_start,
+                                              int memory_slots, int sm_count, bool whole_gpu);
+
+/// Memory-slot mask of a request, checked against the placement table of `model_name`.
+absl::StatusOr<uint8_t> SliceMask(const std::string& model_name, const SliceRequest& request);
+
+/// Processes on a GPU that the worker did not start: owner work. `is_worker_process` says
+/// whether a pid belongs to the worker (itself, its MPS daemons, its jobs and their
+/// children).
+std::vector<GpuProcess> OwnerProcesses(const std::vector<GpuProcess>& processes,
+                                       const std::function<bool(int64_t)>& is_worker_process);
+
+/// Parent pid of `pid` from /proc (nullopt when the process is gone). `proc_root` is for
+/// tests.
+std::optional<int64_t> ParentPid(int64_t pid, const std::string& proc_root = "/proc");
+
+}  // namespace surplus::worker

@@ -1,0 +1,371 @@
+#include "scheduler/capacity_index.h"
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <tuple>
+
+namespace surplus::scheduler {
+namespace {
+
+constexpr uint8_t kFull = 0xFF;
+constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
+
+}  // namespace
+
+CapacityIndex::CapacityIndex(PackPolicy policy) : policy_(policy) {}
+
+int CapacityIndex::AddPool(const GpuModel* model) {
+  Pool pool;
+  pool.table = MaskTableFor(model);
+  assert(pool.table != nullptr);
+  pool.fw_nodes.resize(1);
+  pool.b.assign(1, 0);
+  pools_.push_back(std::move(pool));
+  const int id = static_cast<int>(pools_.size()) - 1;
+  SetShapeWeights(id, ShapeWeights{});
+  return id;
+}
+
+void CapacityIndex::EnsureFwSize(Pool& pool, int n) {
+  if (static_cast<int>(pool.fw_nodes.size()) < n + 1) pool.fw_nodes.resize(n + 1);
+  for (auto& [fabric, sets] : pool.fabrics) {
+    if (static_cast<int>(sets.size()) < n + 1) sets.resize(n + 1);
+  }
+}
+
+int CapacityIndex::AddNode(int pool, int fabric, int num_gpus) {
+  Node node;
+  node.pool = pool;
+  node.fabric = fabric;
+  node.first_gpu = static_cast<int>(gpus_.size());
+  node.num_gpus = num_gpus;
+  nodes_.push_back(node);
+  const int id = static_cast<int>(nodes_.size()) - 1;
+  for (int i = 0; i < num_gpus; ++i) {
+    Gpu g;
+    g.node = id;
+    gpus_.push_back(g);
+  }
+  Pool& p = pools_[pool];
+  if (fabric >= 0 && p.fabrics.find(fabric) == p.fabrics.end()) {
+    p.fabrics[fabric].resize(p.fw_nodes.size());
+  }
+  if (num_gpus > p.max_gpus) {
+    p.max_gpus = num_gpus;
+    EnsureFwSize(p, num_gpus);
+    Recompute(pool);  // the node term covers fw up to the largest node
+  }
+  return id;
+}
+
+void CapacityIndex::RemoveNode(int node) {
+  Node& n = nodes_[node];
+  if (!n.live) return;
+  for (int i = 0; i < n.num_gpus; ++i) SetUsable(n.first_gpu + i, false);
+  n.live = false;
+}
+
+void CapacityIndex::SetUsable(int gpu, bool usable) {
+  Gpu& g = gpus_[gpu];
+  if (g.usable == usable) return;
+  if (!nodes_[g.node].live) return;
+  g.usable = usable;
+  pools_[nodes_[g.node].pool].usable_gpus += usable ? 1 : -1;
+  Reindex(gpu);
+}
+
+void CapacityIndex::SetReserved(int gpu, bool reserved) {
+  gpus_[gpu].reserved = reserved;
+  Reindex(gpu);
+}
+
+void CapacityIndex::SetUsed(int gpu, uint8_t used) {
+  gpus_[gpu].used = used;
+  Reindex(gpu);
+}
+
+void CapacityIndex::SetHeld(int gpu, uint8_t held) {
+  gpus_[gpu].held = held;
+  Reindex(gpu);
+}
+
+void CapacityIndex::Reindex(int gpu) {
+  Gpu& g = gpus_[gpu];
+  const uint8_t key = (g.usable && !g.reserved) ? static_cast<uint8_t>(~(g.used | g.held)) : 0;
+  if (key == g.key) return;
+  const int node = g.node;
+  Pool& pool = pools_[nodes_[node].pool];
+  if (g.key != 0) pool.buckets[g.key].erase(gpu);
+  if (key != 0) pool.buckets[key].insert(gpu);
+  const bool was_full = g.key == kFull;
+  const bool is_full = key == kFull;
+  g.key = key;
+  if (was_full != is_full) SetNodeFw(node, nodes_[node].fw + (is_full ? 1 : -1));
+}
+
+void CapacityIndex::SetNodeFw(int node, int fw) {
+  Node& n = nodes_[node];
+  Pool& pool = pools_[n.pool];
+  std::vector<std::set<int>>* fabric_sets = nullptr;
+  if (n.fabric >= 0) fabric_sets = &pool.fabrics[n.fabric];
+  if (n.fw > 0) {
+    pool.fw_nodes[n.fw].erase(node);
+    if (fabric_sets) (*fabric_sets)[n.fw].erase(node);
+  }
+  n.fw = fw;
+  if (fw > 0) {
+    pool.fw_nodes[fw].insert(node);
+    if (fabric_sets) (*fabric_sets)[fw].insert(node);
+  }
+}
+
+// Fragmentation measure. For a GPU with free mask s and a slice shape p of popularity w_p,
+// the capacity p cannot use is capacity[s] - units_p * fit_count_p[s]; whole-GPU shapes
+// (N GPUs on one node) can use nothing of a partly used GPU and 7*N*floor(fw/N) units of a
+// node with fw fully free GPUs. The expected unusable capacity of a node is therefore
+//   F(node) = sum_gpu a[s_gpu] + b[fw]
+//   a[s]  = sum_p w_p (capacity[s] - u_p fit_p[s]) + W_whole capacity[s]
+//   b[fw] = - sum_N w_N 7 N floor(fw / N)
+// which lets a placement's effect be priced from the GPU's mask and the node's fw alone.
+void CapacityIndex::SetShapeWeights(int pool_id, const ShapeWeights& weights) {
+  pools_[pool_id].weights = weights;
+  Recompute(pool_id);
+}
+
+void CapacityIndex::Recompute(int pool_id) {
+  Pool& pool = pools_[pool_id];
+  const ShapeWeights& weights = pool.weights;
+  const MaskTable& t = *pool.table;
+  const GpuModel& model = *t.model;
+  int64_t whole_total = 0;
+  for (size_t n = 1; n < weights.whole.size(); ++n) whole_total += weights.whole[n];
+  for (int s = 0; s < 256; ++s) {
+    int64_t v = whole_total * t.capacity[s];
+    for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
+      v += weights.slice[p] *
+           (t.capacity[s] - int64_t{model.profiles[p].compute_units} * t.fit_count[p][s]);
+    }
+    pool.a[s] = v;
+  }
+  pool.b.assign(static_cast<size_t>(pool.max_gpus) + 1, 0);
+  for (int fw = 0; fw <= pool.max_gpus; ++fw) {
+    int64_t v = 0;
+    for (size_t n = 1; n < weights.whole.size(); ++n) {
+      v -= weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n) * (fw / static_cast<int>(n));
+    }
+    pool.b[fw] = v;
+  }
+  pool.candidates.assign(model.profiles.size(), {});
+  for (size_t p = 0; p < model.profiles.size(); ++p) {
+    const SliceProfile& prof = model.profiles[p];
+    std::vector<Candidate>& out = pool.candidates[p];
+    for (int s = 1; s < 256; ++s) {
+      for (int start : prof.starts) {
+        const int m = prof.MaskAt(start);
+        if ((m & s) != m) continue;
+        const int rest = s & ~m;
+        Candidate c;
+        c.mask = static_cast<uint8_t>(s);
+        c.start = static_cast<uint8_t>(start);
+        if (policy_ == PackPolicy::kFragmentationAware) {
+          c.delta = pool.a[rest] - pool.a[s];
+        } else {
+          // Best fit: least free capacity first, then the start that keeps most of it.
+          c.delta = int64_t{t.capacity[s]} * 16 - t.capacity[rest];
+        }
+        out.push_back(c);
+      }
+    }
+    std::sort(out.begin(), out.end(), [&](const Candidate& x, const Candidate& y) {
+      // Ties: keep whole GPUs whole, then fill the fuller GPU (best fit), then fixed order.
+      return std::make_tuple(x.delta, x.mask == kFull, t.capacity[x.mask], x.mask, x.start) <
+             std::make_tuple(y.delta, y.mask == kFull, t.capacity[y.mask], y.mask, y.start);
+    });
+  }
+}
+
+int64_t CapacityIndex::NodeDelta(const Pool& pool, int fw, int take) const {
+  return pool.b[fw - take] - pool.b[fw];
+}
+
+std::optional<int> CapacityIndex::BestFullFreeNode(const Pool& pool,
+                                                   const std::vector<std::set<int>>& fw_nodes,
+                                                   int take, int64_t* delta) const {
+  std::optional<int> best;
+  int64_t best_delta = kInf;
+  for (int fw = take; fw < static_cast<int>(fw_nodes.size()); ++fw) {
+    if (fw_nodes[fw].empty()) continue;
+    const int node = *fw_nodes[fw].begin();
+    switch (policy_) {
+      case PackPolicy::kFragmentationAware: {
+        const int64_t d = NodeDelta(pool, fw, take);
+        if (d < best_delta) {  // ties keep the smaller fw: best fit
+          best_delta = d;
+          best = node;
+        }
+        break;
+      }
+      case PackPolicy::kBestFit:
+        if (delta) *delta = 0;
+        return node;
+      case PackPolicy::kFirstFit:
+        if (!best || node < *best) best = node;
+        best_delta = 0;
+        break;
+    }
+  }
+  if (delta) *delta = best_delta;
+  return best;
+}
+
+std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, int profile) const {
+  const Pool& pool = pools_[pool_id];
+  std::optional<SlicePick> best;
+  switch (policy_) {
+    case PackPolicy::kFirstFit:
+      for (const Candidate& c : pool.candidates[profile]) {
+        if (pool.buckets[c.mask].empty()) continue;
+        const int gpu = *pool.buckets[c.mask].begin();
+        if (!best || std::make_pair(gpu, int{c.start}) < std::make_pair(best->gpu, best->start)) {
+          best = SlicePick{gpu, c.start};
+        }
+      }
+      return best;
+    case PackPolicy::kBestFit:
+      // Candidates are ordered fullest GPU first: the first that exists wins.
+      for (const Candidate& c : pool.candidates[profile]) {
+        if (c.mask == kFull) {
+          const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, nullptr);
+          if (node) return SlicePick{TakeFullFreeGpus(*node, 1).front(), c.start};
+        } else if (!pool.buckets[c.mask].empty()) {
+          return SlicePick{*pool.buckets[c.mask].begin(), c.start};
+        }
+      }
+      return best;
+    case PackPolicy::kFragmentationAware:
+      break;
+  }
+  int64_t best_score = kInf;
+  for (const Candidate& c : pool.candidates[profile]) {
+    // Every later candidate costs at least its own delta (node terms are >= 0).
+    if (best && c.delta >= best_score) break;
+    if (c.mask == kFull) {
+      int64_t node_delta = 0;
+      const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, &node_delta);
+      if (!node) continue;
+      const int64_t score = c.delta + node_delta;
+      if (!best || score < best_score) {
+        best_score = score;
+        best = SlicePick{TakeFullFreeGpus(*node, 1).front(), c.start};
+      }
+    } else if (!pool.buckets[c.mask].empty()) {
+      if (!best || c.delta < best_score) {
+        best_score = c.delta;
+        best = SlicePick{*pool.buckets[c.mask].begin(), c.start};
+      }
+    }
+  }
+  return best;
+}
+
+std::optional<int> CapacityIndex::PickNode(int pool_id, int gpus) const {
+  const Pool& pool = pools_[pool_id];
+  if (gpus <= 0 || gpus >= static_cast<int>(pool.fw_nodes.size())) return std::nullopt;
+  return BestFullFreeNode(pool, pool.fw_nodes, gpus, nullptr);
+}
+
+bool CapacityIndex::PickGang(int pool_id, int nodes, int gpus_per_node,
+                             std::vector<int>* out) const {
+  out->clear();
+  if (nodes == 1) {
+    std::optional<int> node = PickNode(pool_id, gpus_per_node);
+    if (node) out->push_back(*node);
+    return node.has_value();
+  }
+  const Pool& pool = pools_[pool_id];
+  if (gpus_per_node <= 0 || gpus_per_node >= static_cast<int>(pool.fw_nodes.size())) return false;
+  int64_t best_cost = kInf;
+  std::vector<int> chosen;
+  for (const auto& [fabric, sets] : pool.fabrics) {
+    // Count first: most fabrics cannot host the gang at all.
+    size_t available = 0;
+    for (int fw = gpus_per_node; fw < static_cast<int>(sets.size()); ++fw) available += sets[fw].size();
+    if (available < static_cast<size_t>(nodes)) continue;
+    // Order fw classes by cost, take nodes from the cheapest classes.
+    std::vector<std::pair<int64_t, int>> classes;
+    for (int fw = gpus_per_node; fw < static_cast<int>(sets.size()); ++fw) {
+      if (sets[fw].empty()) continue;
+      int64_t cost = 0;
+      if (policy_ == PackPolicy::kFragmentationAware) cost = NodeDelta(pool, fw, gpus_per_node);
+      if (policy_ == PackPolicy::kBestFit) cost = fw;
+      classes.push_back({cost, fw});
+    }
+    std::sort(classes.begin(), classes.end());
+    std::vector<int> pick;
+    int64_t cost = 0;
+    if (policy_ == PackPolicy::kFirstFit) {
+      for (const auto& cls : classes) {
+        for (int n : sets[cls.second]) pick.push_back(n);
+      }
+      std::sort(pick.begin(), pick.end());
+      pick.resize(static_cast<size_t>(nodes));
+    } else {
+      for (const auto& cls : classes) {
+        for (int n : sets[cls.second]) {
+          if (static_cast<int>(pick.size()) == nodes) break;
+          pick.push_back(n);
+          cost += cls.first;
+        }
+      }
+    }
+    if (policy_ == PackPolicy::kFirstFit) {
+      *out = std::move(pick);
+      return true;
+    }
+    if (cost < best_cost) {
+      best_cost = cost;
+      chosen = std::move(pick);
+    }
+  }
+  if (chosen.empty()) return false;
+  *out = std::move(chosen);
+  return true;
+}
+
+void CapacityIndex::NodesWithFullFree(int pool_id, int fabric, int min_fw,
+                                      std::vector<int>* out) const {
+  const Pool& pool = pools_[pool_id];
+  const std::vector<std::set<int>>* sets = &pool.fw_nodes;
+  if (fabric >= 0) {
+    auto it = pool.fabrics.find(fabric);
+    if (it == pool.fabrics.end()) return;
+    sets = &it->second;
+  }
+  for (int fw = std::max(min_fw, 1); fw < static_cast<int>(sets->size()); ++fw) {
+    out->insert(out->end(), (*sets)[fw].begin(), (*sets)[fw].end());
+  }
+}
+
+std::vector<int> CapacityIndex::TakeFullFreeGpus(int node, int n) const {
+  std::vector<int> out;
+  const Node& nd = nodes_[node];
+  for (int i = 0; i < nd.num_gpus && static_cast<int>(out.size()) < n; ++i) {
+    if (gpus_[nd.first_gpu + i].key == kFull) out.push_back(nd.first_gpu + i);
+  }
+  return out;
+}
+
+int64_t CapacityIndex::Fragmentation(int pool_id) const {
+  const Pool& pool = pools_[pool_id];
+  int64_t total = 0;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& n = nodes_[i];
+    if (!n.live || n.pool != pool_id) continue;
+    for (int g = 0; g < n.num_gpus; ++g) total += pool.a[gpus_[n.first_gpu + g].key];
+    total += pool.b[n.fw];
+  }
+  return total;
+}
+
+}  // namespace surplus::scheduler

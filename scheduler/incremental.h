@@ -1,0 +1,241 @@
+#pragma once
+// IncrementalScheduler: the scheduling and market engine behind Schedule(). It keeps the
+// fleet's free capacity indexed by shape (CapacityIndex), the pending queue in admission
+// order and the running spot jobs in bid order between rounds, and is updated with deltas,
+// so a round costs time in proportion to what changed plus one pass over the queue.
+//
+// Contract with the caller (the control plane):
+//   - Round() assumes its decisions are applied: assigned jobs are running on the returned
+//     placements from now_ms, preempted jobs are `preempting` (holding their placement)
+//     until a delta removes them. A delta that says otherwise (an assignment that failed to
+//     start: upsert it as pending again) wins.
+//   - When a delta removes a job whose slots a node's GpuView::tenant_mask also covers,
+//     upsert that node too (the scheduler ORs tenant_mask with its own job slots).
+// Same state and the same deltas always give the same decisions.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "scheduler/capacity_index.h"
+#include "scheduler/scheduler.h"
+
+namespace surplus::scheduler {
+
+struct SnapshotDelta {
+  std::vector<NodeView> upsert_nodes;    ///< new nodes, or a node's new state (whole view)
+  std::vector<std::string> remove_nodes;
+  std::vector<JobView> upsert_jobs;      ///< new jobs, or a job's new state (whole view)
+  std::vector<std::string> remove_jobs;  ///< finished, cancelled, or stopped
+  std::optional<MarketConfig> market;    ///< new market configuration
+};
+
+struct RoundOptions {
+  /// true: report every pending reason and every running price (as Schedule() does);
+  /// false: report only those that changed since the previous round.
+  bool full_report = false;
+};
+
+class IncrementalScheduler {
+ public:
+  explicit IncrementalScheduler(PackPolicy policy = PackPolicy::kFragmentationAware);
+  explicit IncrementalScheduler(const Snapshot& snapshot,
+                                PackPolicy policy = PackPolicy::kFragmentationAware);
+
+  void ApplyDelta(const SnapshotDelta& delta);
+  /// One scheduling and market round at `now_ms`; see Schedule() for the rules.
+  Decisions Round(int64_t now_ms, const RoundOptions& options = {});
+
+  size_t pending_jobs() const { return pending_.size(); }
+  size_t running_jobs() const { return running_count_; }
+  const CapacityIndex& capacity() const { return index_; }
+
+ private:
+  enum class Evict : uint8_t { kNone, kOwner, kUnhealthy, kDrain };
+  enum class ShapeKind : uint8_t { kSlice, kWhole, kGang };
+
+  /// Why a job is pending, as data; formatted only when reported.
+  enum class Why : uint8_t {
+    kNone,
+    kInvalidShape,
+    kNoModel,
+    kNoProfile,
+    kTooManyGpus,
+    kNoFabric,
+    kNoListPrice,
+    kBelowReserve,
+    kOverGpuQuota,
+    kOverPendingQuota,
+    kNoPlacement,
+    kOutbid,
+    kWaitingVacate,
+    kWaitingReservation,
+  };
+  struct ReasonKey {
+    Why why = Why::kNone;
+    int pool = -1;
+    int64_t a = 0;
+    int64_t b = 0;
+    bool operator==(const ReasonKey& o) const {
+      return why == o.why && pool == o.pool && a == o.a && b == o.b;
+    }
+  };
+
+  struct Slot {
+    int gpu = 0;
+    uint8_t mask = 0;
+  };
+  /// A pool the job may run in, with its shape resolved against the pool's model.
+  struct Eligible {
+    int pool = 0;
+    int profile = -1;  ///< kSlice: profile index in the pool's model
+  };
+
+  struct Job {
+    JobView view;
+    bool live = false;
+    int tenant = -1;
+    ShapeKind kind = ShapeKind::kWhole;
+    int gpus_per_node = 1;
+    int nodes = 1;
+    int64_t units = 0;  ///< compute units in all (quota, usage)
+    // Running.
+    std::vector<Slot> slots;
+    std::vector<int> on_nodes;  ///< NodeRec ids it has slots on
+    int run_pool = -1;
+    // Pending: pools it may run in, refreshed when the fleet's structure changes.
+    int64_t eligible_version = -1;
+    std::vector<Eligible> eligible;
+    ReasonKey infeasible;
+    // Round scratch.
+    int64_t claimed_round = -1;
+    int64_t evictable_stamp = -1;
+    int run_profile = -1;  ///< kSlice running: profile index in run_pool's model
+    int64_t over_pending_round = -1;
+    // What was last reported.
+    bool reported_reason = false;
+    ReasonKey last_reason;
+    Micros last_price = -1;
+  };
+
+  struct NodeRec {
+    NodeView view;  // gpus omitted after load; per-GPU state lives in GpuRec
+    bool live = false;
+    int index_node = -1;
+    int pool = -1;
+    std::set<int> jobs;
+  };
+  struct GpuRec {
+    int node = -1;  // NodeRec id
+    int view_index = 0;
+    uint8_t view_mask = 0;
+    Evict evict = Evict::kNone;
+    std::vector<std::pair<int, uint8_t>> occupants;  // job id, slots
+  };
+
+  struct Tenant {
+    std::string name;
+    TenantQuota quota;
+    int64_t used_units = 0;                      // running and preempting jobs
+    std::set<std::pair<int64_t, int>> pending;  // (submit_seq, job)
+  };
+
+  // Admission order: on-demand first, then bid descending, then submit_seq, then id order.
+  struct PendingKey {
+    int tier = 0;
+    Micros neg_bid = 0;
+    int64_t seq = 0;
+    int job = 0;
+    bool operator<(const PendingKey& o) const {
+      return std::tie(tier, neg_bid, seq, job) < std::tie(o.tier, o.neg_bid, o.seq, o.job);
+    }
+  };
+  // Victim order: lowest bid first, then the most recently started (loses least work).
+  using RunKey = std::tuple<Micros, int64_t, int>;
+
+  struct PoolRec {
+    std::string model;
+    std::set<RunKey> running_spot;
+    std::set<int> vacating;  // preempting jobs
+    int64_t used_units = 0;
+    ShapeWeights last_weights;
+  };
+
+  struct ReservationState {
+    int job = -1;
+    int pool = -1;
+    int64_t start_ms = Reservation::kUnknownStart;
+    std::vector<int> gpus;
+  };
+
+  // Loading.
+  int NodeId(const std::string& id) const;
+  int PoolFor(const std::string& model_name);
+  int TenantId(const std::string& name);
+  void UpsertNode(const NodeView& view);
+  void RemoveNode(const std::string& id);
+  void UpsertJob(const JobView& view);
+  void RemoveJob(const std::string& id);
+  void SetMarket(const MarketConfig& market);
+  void RefreshGpu(int gpu);
+  void Occupy(int job, const std::vector<Slot>& slots);
+  void Vacate(int job);
+  std::vector<Slot> ResolvePlacements(const JobView& view) const;
+  void RefreshEligibility(Job& job);
+  void AddRunningIndexes(int job);
+  void RemoveRunningIndexes(int job);
+
+  // Round helpers.
+  Micros ReservePrice(int pool) const;
+  const Micros* ListPrice(int pool) const;
+  bool TryPlace(int job, const Eligible& e, std::vector<Slot>* out) const;
+  bool TryBackfill(int job, const Eligible& e, const ReservationState& res,
+                   std::vector<Slot>* out) const;
+  bool FindVictims(int job, const Eligible& e, Micros effective_bid, int64_t now_ms,
+                   std::vector<int>* victims, std::vector<int>* vacating,
+                   std::vector<Slot>* hold);
+  std::optional<ReservationState> MakeReservation(int job, int64_t now_ms);
+  int64_t EndTime(int job, int64_t now_ms) const;
+  void Preempt(int job, PreemptCause cause, std::string reason, int64_t now_ms, Decisions* out);
+  std::vector<NodePlacement> ToPlacements(const Job& job, const std::vector<Slot>& slots) const;
+  std::string FormatReason(const Job& job, const ReasonKey& key,
+                           const std::vector<Micros>& clearing) const;
+  std::string ShapeText(const Job& job, int pool) const;
+  void SetWeights();
+  bool GangFeasible(int pool, int nodes, int gpus_per_node);
+  std::tuple<int, int, int, int> ShapeKey(const Job& job, const Eligible& e) const;
+  Micros EffectiveBid(const Job& job, int pool) const;
+
+  CapacityIndex index_;
+  MarketConfig market_;
+  int64_t round_ = 0;
+  int64_t structure_version_ = 0;
+
+  std::vector<Job> jobs_;
+  std::vector<int> free_jobs_;
+  absl::flat_hash_map<std::string, int> job_ids_;
+  std::set<PendingKey> pending_;
+  size_t running_count_ = 0;
+
+  std::vector<NodeRec> nodes_;
+  absl::flat_hash_map<std::string, int> node_ids_;
+  std::vector<GpuRec> gpus_;  // parallel to CapacityIndex GPU ids
+  std::set<int> evict_gpus_;  // GPUs whose occupants must be preempted
+
+  std::vector<PoolRec> pools_;
+  std::vector<std::vector<int>> pool_nodes_;  // live NodeRec ids per pool
+  std::map<std::tuple<int, int, int>, bool> gang_feasible_;  // (pool, K, N), this structure
+  int64_t search_stamp_ = 0;
+  int64_t now_ms_ = 0;
+  std::map<std::string, int> pool_ids_;
+  std::map<std::string, int> fabric_ids_;
+  std::vector<Tenant> tenants_;
+  absl::flat_hash_map<std::string, int> tenant_ids_;
+};
+
+}  // namespace surplus::scheduler

@@ -1,0 +1,601 @@
+#include "src/store/job_store.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "src/common/crypto.h"
+#include "src/common/grpc_util.h"
+#include "surplus/gpu_models.h"
+
+namespace surplus::store {
+namespace v1 = surplus::v1;
+
+namespace {
+
+// Column list every job read uses; FillJob reads them by position.
+constexpr char kJobColumns[] =
+    "j.id, j.tenant_id, j.spec_json, j.state, j.reason, j.exit_code, j.created_ms, j.started_ms,"
+    " j.finished_ms, j.price_micros, j.assigned_model, j.attempt, j.seq,"
+    " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||"
+    "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"
+    "   WHERE p.job_id = j.id AND p.attempt = j.attempt) AS placements";
+
+void ParsePlacements(const std::string& text, google::protobuf::RepeatedPtrField<v1::Placement>* out) {
+  if (text.empty()) return;
+  for (absl::string_view part : absl::StrSplit(text, ';')) {
+    std::vector<std::string> f = absl::StrSplit(part, '|');
+    if (f.size() != 4) continue;
+    v1::Placement* p = out->Add();
+    p->set_node(f[0]);
+    for (absl::string_view idx : absl::StrSplit(f[1], ',', absl::SkipEmpty())) {
+      int i = 0;
+      if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
+    }
+    p->set_slice_profile(f[2]);
+    int start = 0;
+    if (absl::SimpleAtoi(f[3], &start)) p->set_slot_start(start);
+  }
+}
+
+void FillJob(const pqxx::row& r, v1::Job* job) {
+  job->set_id(r[0].as<std::string>());
+  job->set_tenant_id(r[1].as<std::string>());
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = true;
+  (void)google::protobuf::util::JsonStringToMessage(r[2].as<std::string>(), job->mutable_spec(), opts);
+  job->set_state(StateFromName(r[3].as<std::string>()));
+  job->set_reason(r[4].as<std::string>());
+  if (!r[5].is_null()) {
+    job->set_has_exit_code(true);
+    job->set_exit_code(r[5].as<int>());
+  }
+  SetTimestampMs(r[6].as<int64_t>(), job->mutable_created_at());
+  if (!r[7].is_null()) SetTimestampMs(r[7].as<int64_t>(), job->mutable_started_at());
+  if (!r[8].is_null()) SetTimestampMs(r[8].as<int64_t>(), job->mutable_finished_at());
+  job->set_price_micros_per_gpu_hour(r[9].as<int64_t>());
+  job->set_gpu_model(r[10].as<std::string>());
+  job->set_attempt(r[11].as<int>());
+  if (!r[13].is_null()) ParsePlacements(r[13].as<std::string>(), job->mutable_placements());
+}
+
+std::string ShapeKind(const v1::Shape& s) {
+  switch (s.kind_case()) {
+    case v1::Shape::kSliceProfile: return "slice";
+    case v1::Shape::kGang: return "gang";
+    default: return "gpus";
+  }
+}
+
+void AddEvent(pqxx::work& tx, const std::string& job_id, int64_t at_ms, const std::string& state,
+              const std::string& reason) {
+  tx.exec_prepared("job_event", job_id, at_ms, state, reason);
+}
+
+std::string JoinInts(const std::vector<int>& v) { return absl::StrJoin(v, ","); }
+
+constexpr char kInsertJob[] =
+    "WITH j AS ("
+    " INSERT INTO jobs (id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
+    "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, state,"
+    "  reason, created_ms)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING',"
+    "  'waiting for the next scheduling round', $15)"
+    " ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, created_ms),"
+    " e AS (INSERT INTO job_events (job_id, at_ms, state, reason)"
+    "  SELECT id, created_ms, 'PENDING', 'submitted' FROM j)"
+    " SELECT id FROM j";
+
+}  // namespace
+
+std::string StateName(v1::JobState s) {
+  switch (s) {
+    case v1::JOB_STATE_PENDING: return "PENDING";
+    case v1::JOB_STATE_RUNNING: return "RUNNING";
+    case v1::JOB_STATE_SUCCEEDED: return "SUCCEEDED";
+    case v1::JOB_STATE_FAILED: return "FAILED";
+    case v1::JOB_STATE_CANCELLED: return "CANCELLED";
+    case v1::JOB_STATE_PREEMPTED: return "PREEMPTED";
+    case v1::JOB_STATE_LOST: return "LOST";
+    default: return "";
+  }
+}
+
+v1::JobState StateFromName(const std::string& s) {
+  if (s == "PENDING") return v1::JOB_STATE_PENDING;
+  if (s == "RUNNING") return v1::JOB_STATE_RUNNING;
+  if (s == "SUCCEEDED") return v1::JOB_STATE_SUCCEEDED;
+  if (s == "FAILED") return v1::JOB_STATE_FAILED;
+  if (s == "CANCELLED") return v1::JOB_STATE_CANCELLED;
+  if (s == "PREEMPTED") return v1::JOB_STATE_PREEMPTED;
+  if (s == "LOST") return v1::JOB_STATE_LOST;
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+
+bool IsTerminal(v1::JobState s) {
+  return s != v1::JOB_STATE_PENDING && s != v1::JOB_STATE_RUNNING && s != v1::JOB_STATE_UNSPECIFIED;
+}
+
+PgJobStore::PgJobStore(PgPool& pool) : pool_(pool) {
+  pool_.AddPrepared("insert_job", kInsertJob);
+  pool_.AddPrepared("job_event",
+                    "INSERT INTO job_events (job_id, at_ms, state, reason) VALUES ($1, $2, $3, $4)");
+  pool_.AddPrepared("job_by_request", absl::StrCat("SELECT ", kJobColumns,
+                                                   " FROM jobs j WHERE j.tenant_id = $1 AND j.request_id = $2"));
+  pool_.AddPrepared("job_by_id", absl::StrCat("SELECT ", kJobColumns, " FROM jobs j WHERE j.id = $1"));
+  pool_.AddPrepared("tenant_pending_quota",
+                    "SELECT t.max_pending_jobs, (SELECT count(*) FROM jobs WHERE tenant_id = t.id AND"
+                    " state = 'PENDING') FROM tenants t WHERE t.id = $1");
+}
+
+std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>& items) {
+  std::vector<SubmitOutcome> out(items.size());
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    std::map<std::string, std::pair<int64_t, int64_t>> quota;  // tenant -> (max, pending)
+    for (size_t i = 0; i < items.size(); ++i) {
+      const SubmitItem& it = items[i];
+      SubmitOutcome& o = out[i];
+      o = SubmitOutcome{};
+      const v1::JobSpec& spec = it.spec;
+      auto q = quota.find(it.tenant_id);
+      if (q == quota.end()) {
+        auto r = tx.exec_prepared("tenant_pending_quota", it.tenant_id);
+        if (r.empty()) {
+          o.status = absl::FailedPreconditionError(absl::StrCat("tenant '", it.tenant_id, "' does not exist"));
+          continue;
+        }
+        q = quota.emplace(it.tenant_id, std::make_pair(r[0][0].as<int64_t>(), r[0][1].as<int64_t>())).first;
+      }
+      std::string spec_json;
+      (void)google::protobuf::util::MessageToJsonString(spec, &spec_json);
+      const v1::Shape& shape = spec.shape();
+      int gpus = shape.has_whole_gpus() ? shape.whole_gpus().count()
+                                        : (shape.has_gang() ? shape.gang().gpus_per_node() : 0);
+      int node_count = shape.has_gang() ? shape.gang().nodes() : 1;
+      // Check the pending-jobs quota only for a new request id.
+      auto existing = tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id());
+      if (!existing.empty()) {
+        FillJob(existing[0], &o.job);
+        continue;
+      }
+      if (q->second.first > 0 && q->second.second >= q->second.first) {
+        o.status = absl::ResourceExhaustedError(absl::StrCat(
+            "over quota: tenant '", it.tenant_id, "' has ", q->second.second,
+            " pending jobs (max ", q->second.first, ")"));
+        continue;
+      }
+      const std::string id = absl::StrCat("job-", RandomHex(8));
+      auto r = tx.exec_prepared(
+          "insert_job", id, it.tenant_id, spec.request_id(), spec.name(), spec_json, ShapeKind(shape),
+          shape.slice_profile(), gpus, node_count,
+          spec.tier() == v1::TIER_ON_DEMAND ? "on_demand" : "spot", spec.bid_micros_per_gpu_hour(),
+          spec.gpu_model(), spec.max_runtime_seconds() * 1000, spec.requeue(), it.now_ms);
+      auto row = tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id());
+      FillJob(row[0], &o.job);
+      o.created = !r.empty();
+      if (o.created) ++q->second.second;
+    }
+  });
+  if (!st.ok()) {
+    for (auto& o : out) {
+      o.status = st;
+      o.created = false;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> PgJobStore::GetJob(const std::string& job_id, const std::string& tenant_id) {
+  v1::Job job;
+  bool found = false;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    auto r = tx.exec_prepared("job_by_id", job_id);
+    found = !r.empty();
+    if (found) FillJob(r[0], &job);
+  });
+  if (!st.ok()) return st;
+  // Another tenant's job is indistinguishable from a missing one.
+  if (!found || (!tenant_id.empty() && job.tenant_id() != tenant_id)) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  }
+  return job;
+}
+
+absl::StatusOr<JobPage> PgJobStore::ListJobs(const std::string& tenant_id,
+                                             const std::vector<v1::JobState>& states, int page_size,
+                                             const std::string& page_token) {
+  int64_t after = 0;
+  if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &after) || after < 0)) {
+    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  }
+  std::vector<std::string> names;
+  for (auto s : states) names.push_back(StateName(s));
+  JobPage page;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    page = JobPage{};
+    std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs j WHERE j.seq > $1");
+    if (!tenant_id.empty()) absl::StrAppend(&sql, " AND j.tenant_id = $3");
+    if (!names.empty()) {
+      absl::StrAppend(&sql, " AND j.state = ANY (string_to_array($4, ','))");
+    }
+    absl::StrAppend(&sql, " ORDER BY j.seq LIMIT $2");
+    auto r = tx.exec_params(sql, after, page_size + 1, tenant_id, absl::StrJoin(names, ","));
+    for (size_t i = 0; i < r.size() && static_cast<int>(i) < page_size; ++i) {
+      FillJob(r[i], &page.jobs.emplace_back());
+    }
+    if (static_cast<int>(r.size()) > page_size) {
+      page.next_page_token = r[page_size - 1][12].as<std::string>();
+    }
+  });
+  if (!st.ok()) return st;
+  return page;
+}
+
+absl::StatusOr<v1::Job> PgJobStore::CancelJob(const std::string& job_id, const std::string& tenant_id,
+                                              int64_t now_ms, int64_t notice_ms) {
+  v1::Job job;
+  bool found = false;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    auto r = tx.exec_params("SELECT tenant_id, state FROM jobs WHERE id = $1 FOR UPDATE", job_id);
+    found = !r.empty() && (tenant_id.empty() || r[0][0].as<std::string>() == tenant_id);
+    if (!found) return;
+    const std::string state = r[0][1].as<std::string>();
+    if (state == "PENDING") {
+      tx.exec_params(
+          "UPDATE jobs SET state = 'CANCELLED', reason = 'cancelled by the tenant', finished_ms = $2"
+          " WHERE id = $1",
+          job_id, now_ms);
+      AddEvent(tx, job_id, now_ms, "CANCELLED", "cancelled by the tenant");
+    } else if (state == "RUNNING") {
+      auto u = tx.exec_params(
+          "UPDATE jobs SET stop_requested = true, stop_cause = 'cancel',"
+          " stop_reason = 'cancelled by the tenant', stop_deadline_ms = $2,"
+          " reason = 'stopping: cancelled by the tenant'"
+          " WHERE id = $1 AND (NOT stop_requested OR stop_cause <> 'cancel') RETURNING id",
+          job_id, now_ms + notice_ms);
+      if (!u.empty()) AddEvent(tx, job_id, now_ms, "RUNNING", "stopping: cancelled by the tenant");
+    }
+    FillJob(tx.exec_prepared("job_by_id", job_id)[0], &job);
+  });
+  if (!st.ok()) return st;
+  if (!found) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  if (IsTerminal(job.state()) && job.state() != v1::JOB_STATE_CANCELLED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", job_id, "' already ended (", StateName(job.state()), ")"));
+  }
+  return job;
+}
+
+absl::StatusOr<std::map<std::string, JobVersion>> PgJobStore::Versions(
+    const std::vector<std::string>& ids) {
+  std::map<std::string, JobVersion> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    auto r = tx.exec_params(
+        "SELECT id, state, reason, attempt FROM jobs WHERE id = ANY (string_to_array($1, ','))",
+        absl::StrJoin(ids, ","));
+    for (const auto& row : r) {
+      out[row[0].as<std::string>()] =
+          JobVersion{row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<int>()};
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
+  std::vector<scheduler::JobView> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    auto r = tx.exec(
+        "SELECT j.id, j.tenant_id, j.tier, j.bid_micros, j.shape_kind, j.slice_profile,"
+        " j.gpus_per_node, j.node_count, j.gpu_model, j.seq, j.max_runtime_ms, j.state,"
+        " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
+        " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||"
+        "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"
+        "   WHERE p.job_id = j.id AND p.attempt = j.attempt)"
+        " FROM jobs j WHERE j.state IN ('PENDING', 'RUNNING') ORDER BY j.seq");
+    out.reserve(r.size());
+    for (const auto& row : r) {
+      scheduler::JobView v;
+      v.id = row[0].as<std::string>();
+      v.tenant_id = row[1].as<std::string>();
+      v.tier = row[2].as<std::string>() == "on_demand" ? Tier::kOnDemand : Tier::kSpot;
+      v.bid = row[3].as<int64_t>();
+      const std::string kind = row[4].as<std::string>();
+      if (kind == "slice") {
+        v.shape = JobShape::Slice(row[5].as<std::string>());
+      } else if (kind == "gang") {
+        v.shape = JobShape::Gang(row[7].as<int>(), row[6].as<int>());
+      } else {
+        v.shape = JobShape::WholeGpus(row[6].as<int>());
+      }
+      v.gpu_model = row[8].as<std::string>();
+      v.submit_seq = row[9].as<int64_t>();
+      v.max_runtime_ms = row[10].as<int64_t>();
+      v.running = row[11].as<std::string>() == "RUNNING";
+      v.started_at_ms = row[12].as<int64_t>();
+      if (v.running && !row[14].is_null()) {
+        google::protobuf::RepeatedPtrField<v1::Placement> ps;
+        ParsePlacements(row[14].as<std::string>(), &ps);
+        for (const auto& p : ps) {
+          scheduler::NodePlacement np;
+          np.node_id = p.node();
+          np.gpu_indices.assign(p.gpu_indices().begin(), p.gpu_indices().end());
+          np.slice_profile = p.slice_profile();
+          np.slot_start = p.slot_start();
+          v.placements.push_back(std::move(np));
+        }
+      }
+      out.push_back(std::move(v));
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+namespace {
+const char* CauseName(scheduler::PreemptCause c) {
+  switch (c) {
+    case scheduler::PreemptCause::kOutbid: return "outbid";
+    case scheduler::PreemptCause::kOwnerReclaim: return "owner";
+    case scheduler::PreemptCause::kUnhealthy: return "unhealthy";
+    case scheduler::PreemptCause::kCordoned: return "cordon";
+  }
+  return "outbid";
+}
+}  // namespace
+
+absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
+                                        const std::map<std::string, std::string>& job_models,
+                                        int64_t now_ms, int64_t notice_ms) {
+  return pool_.Transact([&](pqxx::work& tx) {
+    for (const auto& a : d.assignments) {
+      auto model_it = job_models.find(a.job_id);
+      const std::string model = model_it == job_models.end() ? "" : model_it->second;
+      std::vector<std::string> nodes;
+      for (const auto& p : a.placements) nodes.push_back(p.node_id);
+      const std::string reason = absl::StrCat("starting on ", absl::StrJoin(nodes, ", "));
+      auto r = tx.exec_params(
+          "UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, assigned_ms = $2,"
+          " started_ms = NULL, price_micros = $3, assigned_model = $4, reason = $5,"
+          " stop_requested = false, stop_cause = '', stop_reason = '', stop_deadline_ms = NULL"
+          " WHERE id = $1 AND state = 'PENDING' RETURNING attempt",
+          a.job_id, now_ms, a.price, model, reason);
+      if (r.empty()) continue;  // cancelled meanwhile
+      const int attempt = r[0][0].as<int>();
+      for (const auto& p : a.placements) {
+        std::vector<int> idx(p.gpu_indices.begin(), p.gpu_indices.end());
+        tx.exec_params(
+            "INSERT INTO job_placements (job_id, attempt, node, gpu_indices, slice_profile, slot_start)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            a.job_id, attempt, p.node_id, JoinInts(idx), p.slice_profile, p.slot_start);
+      }
+      tx.exec_params(
+          "INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros) VALUES ($1, $2, $3, $4)"
+          " ON CONFLICT DO NOTHING",
+          a.job_id, attempt, now_ms, a.price);
+      AddEvent(tx, a.job_id, now_ms, "RUNNING", reason);
+    }
+    for (const auto& p : d.preemptions) {
+      auto r = tx.exec_params(
+          "UPDATE jobs SET stop_requested = true, stop_cause = $2, stop_reason = $3,"
+          " stop_deadline_ms = $4, reason = 'preempted: ' || $3"
+          " WHERE id = $1 AND state = 'RUNNING' AND NOT stop_requested RETURNING id",
+          p.job_id, std::string(CauseName(p.cause)), p.reason, now_ms + notice_ms);
+      if (!r.empty()) AddEvent(tx, p.job_id, now_ms, "RUNNING", absl::StrCat("preemption notice: ", p.reason));
+    }
+    for (const auto& [job_id, price] : d.running_prices) {
+      auto r = tx.exec_params(
+          "UPDATE jobs SET price_micros = $2 WHERE id = $1 AND state = 'RUNNING' AND price_micros <> $2"
+          " RETURNING attempt",
+          job_id, price);
+      if (r.empty()) continue;
+      tx.exec_params(
+          "INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros) VALUES ($1, $2, $3, $4)"
+          " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros",
+          job_id, r[0][0].as<int>(), now_ms, price);
+    }
+    for (const auto& [job_id, reason] : d.pending_reasons) {
+      tx.exec_params("UPDATE jobs SET reason = $2 WHERE id = $1 AND state = 'PENDING' AND reason <> $2",
+                     job_id, reason);
+    }
+  });
+}
+
+absl::StatusOr<std::vector<std::string>> PgJobStore::MarkLostNodes(int64_t lost_after_ms, int64_t now_ms) {
+  std::vector<std::string> lost;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    lost.clear();
+    auto r = tx.exec_params(
+        "UPDATE nodes SET lost = true WHERE NOT lost AND last_heartbeat_ms < $1 RETURNING name",
+        now_ms - lost_after_ms);
+    for (const auto& row : r) lost.push_back(row[0].as<std::string>());
+    if (lost.empty()) return;
+    auto jobs = tx.exec_params(
+        "SELECT DISTINCT j.id, j.requeue FROM jobs j JOIN job_placements p"
+        " ON p.job_id = j.id AND p.attempt = j.attempt"
+        " WHERE j.state = 'RUNNING' AND p.node = ANY (string_to_array($1, ','))",
+        absl::StrJoin(lost, ","));
+    for (const auto& row : jobs) {
+      const std::string id = row[0].as<std::string>();
+      if (row[1].as<bool>()) {
+        tx.exec_params(
+            "UPDATE jobs SET state = 'PENDING', reason = 'requeued: its node was lost',"
+            " stop_requested = false, price_micros = 0 WHERE id = $1",
+            id);
+        AddEvent(tx, id, now_ms, "PENDING", "requeued: its node was lost");
+      } else {
+        tx.exec_params(
+            "UPDATE jobs SET state = 'LOST', reason = 'its node stopped reporting', finished_ms = $2"
+            " WHERE id = $1",
+            id, now_ms);
+        AddEvent(tx, id, now_ms, "LOST", "its node stopped reporting");
+      }
+    }
+  });
+  if (!st.ok()) return st;
+  return lost;
+}
+
+absl::StatusOr<std::vector<DesiredJob>> PgJobStore::DesiredForNode(const std::string& node) {
+  std::vector<DesiredJob> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    auto r = tx.exec_params(
+        "SELECT j.id, j.tenant_id, j.attempt, j.spec_json, p.gpu_indices, p.slice_profile,"
+        " p.slot_start, j.assigned_model, j.stop_requested, j.stop_reason,"
+        " coalesce(j.stop_deadline_ms, 0), j.stop_cause"
+        " FROM jobs j JOIN job_placements p ON p.job_id = j.id AND p.attempt = j.attempt"
+        " WHERE j.state = 'RUNNING' AND p.node = $1 ORDER BY j.seq",
+        node);
+    for (const auto& row : r) {
+      DesiredJob d;
+      v1::Assignment& a = d.assignment;
+      a.set_job_id(row[0].as<std::string>());
+      a.set_tenant_id(row[1].as<std::string>());
+      a.set_attempt(row[2].as<int>());
+      google::protobuf::util::JsonParseOptions opts;
+      opts.ignore_unknown_fields = true;
+      (void)google::protobuf::util::JsonStringToMessage(row[3].as<std::string>(), a.mutable_spec(), opts);
+      v1::Placement* p = a.mutable_placement();
+      p->set_node(node);
+      for (absl::string_view idx : absl::StrSplit(row[4].as<std::string>(), ',', absl::SkipEmpty())) {
+        int i = 0;
+        if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
+      }
+      p->set_slice_profile(row[5].as<std::string>());
+      p->set_slot_start(row[6].as<int>());
+      a.set_gpu_model(row[7].as<std::string>());
+      if (const GpuModel* m = FindGpuModel(a.gpu_model())) {
+        if (const SliceProfile* sp = m->FindProfile(p->slice_profile())) {
+          a.set_compute_units(sp->compute_units);
+          a.set_sm_count(sp->sm_count);
+          a.set_memory_mib(sp->memory_mib);
+        }
+      }
+      d.stop_requested = row[8].as<bool>();
+      d.stop_reason = row[9].as<std::string>();
+      d.stop_deadline_ms = row[10].as<int64_t>();
+      d.preemption = row[11].as<std::string>() != "cancel";
+      out.push_back(std::move(d));
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::Status PgJobStore::ApplyStatus(const std::string& node, const v1::JobStatus& status, int64_t now_ms) {
+  (void)node;
+  return pool_.Transact([&](pqxx::work& tx) {
+    auto r = tx.exec_params(
+        "SELECT state, stop_requested, stop_cause, stop_reason, requeue FROM jobs"
+        " WHERE id = $1 AND attempt = $2 FOR UPDATE",
+        status.job_id(), status.attempt());
+    if (r.empty() || r[0][0].as<std::string>() != "RUNNING") return;  // stale report
+    const int64_t at = status.at_ms() > 0 ? status.at_ms() : now_ms;
+    if (status.phase() == v1::JobStatus::PHASE_STARTED) {
+      auto u = tx.exec_params(
+          "UPDATE jobs SET started_ms = $2, reason = $3 WHERE id = $1 AND started_ms IS NULL RETURNING id",
+          status.job_id(), at, absl::StrCat("running on ", node));
+      if (!u.empty()) AddEvent(tx, status.job_id(), at, "RUNNING", absl::StrCat("started on ", node));
+      return;
+    }
+    const bool stop_requested = r[0][1].as<bool>();
+    const std::string cause = r[0][2].as<std::string>();
+    const std::string stop_reason = r[0][3].as<std::string>();
+    const bool requeue = r[0][4].as<bool>();
+    std::string state;
+    std::string reason;
+    std::optional<int> exit_code;
+    if (status.phase() == v1::JobStatus::PHASE_EXITED || status.phase() == v1::JobStatus::PHASE_STOPPED) {
+      exit_code = status.exit_code();
+    }
+    if (stop_requested && cause == "cancel") {
+      state = "CANCELLED";
+      reason = "cancelled by the tenant";
+    } else if (stop_requested) {
+      state = requeue ? "PENDING" : "PREEMPTED";
+      reason = requeue ? absl::StrCat("requeued after preemption: ", stop_reason)
+                       : absl::StrCat("preempted: ", stop_reason);
+    } else if (status.phase() == v1::JobStatus::PHASE_FAILED_TO_START) {
+      state = "FAILED";
+      reason = absl::StrCat("failed to start: ", status.message());
+      exit_code.reset();
+    } else if (status.phase() == v1::JobStatus::PHASE_STOPPED) {
+      state = "FAILED";
+      reason = status.message().empty() ? "stopped by the worker" : status.message();
+    } else if (status.exit_code() == 0) {
+      state = "SUCCEEDED";
+      reason = status.message().empty() ? "exited with code 0" : status.message();
+    } else {
+      state = "FAILED";
+      reason = status.message().empty() ? absl::StrCat("exited with code ", status.exit_code())
+                                        : status.message();
+    }
+    if (state == "PENDING") {
+      tx.exec_params(
+          "UPDATE jobs SET state = 'PENDING', reason = $2, stop_requested = false, price_micros = 0"
+          " WHERE id = $1",
+          status.job_id(), reason);
+    } else {
+      tx.exec_params(
+          "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, finished_ms = $5,"
+          " stop_requested = false WHERE id = $1",
+          status.job_id(), state, reason, exit_code, at);
+    }
+    AddEvent(tx, status.job_id(), at, state, reason);
+  });
+}
+
+absl::Status PgJobStore::AppendLog(const v1::JobLogChunk& chunk) {
+  constexpr int64_t kMaxLogBytes = 8 << 20;  // keep at most 8 MiB of log per job
+  if (chunk.offset() >= kMaxLogBytes || chunk.data().empty()) return absl::OkStatus();
+  return pool_.Transact([&](pqxx::work& tx) {
+    tx.exec_params(
+        "INSERT INTO job_logs (job_id, offset_bytes, data)"
+        " SELECT $1, $2, decode($3, 'base64') WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)"
+        " ON CONFLICT DO NOTHING",
+        chunk.job_id(), chunk.offset(), absl::Base64Escape(chunk.data()));
+  });
+}
+
+absl::StatusOr<std::pair<std::string, int64_t>> PgJobStore::ReadLog(const std::string& job_id,
+                                                                    int64_t offset, int max_bytes,
+                                                                    bool* eof) {
+  std::string data;
+  int64_t next = offset;
+  bool ended = false;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    data.clear();
+    next = offset;
+    auto r = tx.exec_params(
+        "SELECT offset_bytes, encode(data, 'base64') FROM job_logs WHERE job_id = $1"
+        " AND offset_bytes + length(data) > $2 ORDER BY offset_bytes",
+        job_id, offset);
+    for (const auto& row : r) {
+      int64_t off = row[0].as<int64_t>();
+      std::string chunk;
+      absl::Base64Unescape(row[1].as<std::string>(), &chunk);
+      if (off > next) break;  // gap: the rest has not arrived yet
+      size_t skip = static_cast<size_t>(next - off);
+      if (skip >= chunk.size()) continue;
+      size_t take = std::min(chunk.size() - skip, static_cast<size_t>(max_bytes) - data.size());
+      data.append(chunk, skip, take);
+      next += static_cast<int64_t>(take);
+      if (data.size() >= static_cast<size_t>(max_bytes)) break;
+    }
+    auto s = tx.exec_params("SELECT state FROM jobs WHERE id = $1", job_id);
+    ended = !s.empty() && IsTerminal(StateFromName(s[0][0].as<std::string>()));
+  });
+  if (!st.ok()) return st;
+  *eof = ended;
+  return std::make_pair(data, next);
+}
+
+}  // namespace surplus::store

@@ -1,0 +1,61 @@
+#include "src/store/market_store.h"
+
+namespace surplus::store {
+
+absl::Status PgMarketStore::SetReservePrice(const std::string& model, Micros price, int64_t now_ms) {
+  return pool_.Transact([&](pqxx::work& tx) {
+    tx.exec_params(
+        "INSERT INTO reserve_prices (gpu_model, price_micros, updated_ms) VALUES ($1, $2, $3)"
+        " ON CONFLICT (gpu_model) DO UPDATE SET price_micros = EXCLUDED.price_micros,"
+        " updated_ms = EXCLUDED.updated_ms",
+        model, price, now_ms);
+  });
+}
+
+absl::StatusOr<std::map<std::string, Micros>> PgMarketStore::ReservePrices() {
+  std::map<std::string, Micros> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& r : tx.exec("SELECT gpu_model, price_micros FROM reserve_prices")) {
+      out[r[0].as<std::string>()] = r[1].as<int64_t>();
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::Status PgMarketStore::RecordRound(const std::vector<RoundPrice>& prices) {
+  return pool_.Transact([&](pqxx::work& tx) {
+    for (const auto& p : prices) {
+      tx.exec_params(
+          "INSERT INTO market_rounds (at_ms, gpu_model, clearing_micros, reserve_micros,"
+          " capacity_units, used_units, pending_jobs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+          p.at_ms, p.gpu_model, p.clearing, p.reserve, p.capacity_units, p.used_units, p.pending_jobs);
+    }
+  });
+}
+
+absl::StatusOr<std::map<std::string, RoundPrice>> PgMarketStore::LatestPrices() {
+  std::map<std::string, RoundPrice> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& r : tx.exec(
+             "SELECT DISTINCT ON (gpu_model) gpu_model, clearing_micros, reserve_micros,"
+             " capacity_units, used_units, pending_jobs, at_ms FROM market_rounds"
+             " ORDER BY gpu_model, at_ms DESC, id DESC")) {
+      RoundPrice p;
+      p.gpu_model = r[0].as<std::string>();
+      p.clearing = r[1].as<int64_t>();
+      p.reserve = r[2].as<int64_t>();
+      p.capacity_units = r[3].as<int64_t>();
+      p.used_units = r[4].as<int64_t>();
+      p.pending_jobs = r[5].as<int>();
+      p.at_ms = r[6].as<int64_t>();
+      out[p.gpu_model] = p;
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+}  // namespace surplus::store

@@ -1,0 +1,39 @@
+#pragma once
+// Reserve prices and the clearing price of each round.
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "scheduler/scheduler.h"
+#include "src/store/pg_pool.h"
+
+namespace surplus::store {
+
+struct RoundPrice {
+  std::string gpu_model;
+  Micros clearing = 0;
+  Micros reserve = 0;
+  int64_t capacity_units = 0;
+  int64_t used_units = 0;
+  int pending_jobs = 0;
+  int64_t at_ms = 0;
+};
+
+class PgMarketStore {
+ public:
+  explicit PgMarketStore(PgPool& pool) : pool_(pool) {}
+
+  absl::Status SetReservePrice(const std::string& model, Micros price, int64_t now_ms);
+  absl::StatusOr<std::map<std::string, Micros>> ReservePrices();
+  /// Records one round (one row per pool).
+  absl::Status RecordRound(const std::vector<RoundPrice>& prices);
+  /// The latest round's prices, per model.
+  absl::StatusOr<std::map<std::string, RoundPrice>> LatestPrices();
+
+ private:
+  PgPool& pool_;
+};
+
+}  // namespace surplus::store

@@ -1,0 +1,176 @@
+#include "src/store/node_store.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "src/common/grpc_util.h"
+
+namespace surplus::store {
+namespace v1 = surplus::v1;
+
+absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_ms) {
+  return pool_.Transact([&](pqxx::work& tx) {
+    tx.exec_params(
+        "INSERT INTO nodes (name, gpu_model, fabric, backend, registered_ms, last_heartbeat_ms)"
+        " VALUES ($1, $2, $3, $4, $5, $5)"
+        " ON CONFLICT (name) DO UPDATE SET gpu_model = EXCLUDED.gpu_model, fabric = EXCLUDED.fabric,"
+        " backend = EXCLUDED.backend, lost = false, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms",
+        req.node(), req.gpu_model(), req.fabric(), req.backend(), now_ms);
+    for (const auto& g : req.gpus()) {
+      tx.exec_params(
+          "INSERT INTO gpus (node, idx, uuid, memory_total_mib, owner_idle_since_ms)"
+          " VALUES ($1, $2, $3, $4, $5)"
+          " ON CONFLICT (node, idx) DO UPDATE SET uuid = EXCLUDED.uuid,"
+          " memory_total_mib = EXCLUDED.memory_total_mib",
+          req.node(), g.index(), g.uuid(), g.memory_total_mib(), now_ms);
+    }
+    tx.exec_params("DELETE FROM gpus WHERE node = $1 AND idx >= $2", req.node(), req.gpus_size());
+  });
+}
+
+absl::Status PgNodeStore::RecordTelemetry(const std::string& node, const v1::Telemetry& t, int64_t now_ms) {
+  return pool_.Transact([&](pqxx::work& tx) {
+    tx.exec_params("UPDATE nodes SET last_heartbeat_ms = $2, lost = false WHERE name = $1", node, now_ms);
+    for (const auto& g : t.gpus()) {
+      const bool owner_busy = g.owner_processes() > 0;
+      tx.exec_params(
+          "UPDATE gpus SET utilization_pct = $3, memory_used_mib = $4, healthy = $5,"
+          " health_reason = $6, owner_busy = $7,"
+          " owner_idle_since_ms = CASE WHEN $7 THEN 0 WHEN owner_idle_since_ms = 0 THEN $8"
+          "   ELSE owner_idle_since_ms END"
+          " WHERE node = $1 AND idx = $2",
+          node, g.index(), g.utilization_pct(), g.memory_used_mib(), g.healthy(), g.health_reason(),
+          owner_busy, now_ms);
+    }
+  });
+}
+
+absl::StatusOr<v1::Node> PgNodeStore::SetCordoned(const std::string& node, bool cordoned) {
+  bool found = false;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    found = !tx.exec_params("UPDATE nodes SET cordoned = $2 WHERE name = $1 RETURNING name", node, cordoned)
+                 .empty();
+  });
+  if (!st.ok()) return st;
+  if (!found) return absl::NotFoundError(absl::StrCat("node '", node, "' not found"));
+  v1::Node out;
+  out.set_name(node);
+  out.set_cordoned(cordoned);
+  return out;
+}
+
+absl::Status PgNodeStore::SetReclaimed(const std::string& node, const std::vector<int>& gpus, bool reclaimed,
+                                       int64_t now_ms) {
+  int updated = 0;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    auto r = tx.exec_params(
+        "UPDATE gpus SET owner_reclaimed = $3,"
+        " owner_idle_since_ms = CASE WHEN $3 THEN 0 ELSE $4 END"
+        " WHERE node = $1 AND ($2 = '' OR idx = ANY (string_to_array($2, ',')::int[])) RETURNING idx",
+        node, absl::StrJoin(gpus, ","), reclaimed, now_ms);
+    updated = static_cast<int>(r.size());
+  });
+  if (!st.ok()) return st;
+  if (updated == 0) return absl::NotFoundError(absl::StrCat("node '", node, "' or its GPUs not found"));
+  return absl::OkStatus();
+}
+
+namespace {
+constexpr char kNodeGpuQuery[] =
+    "SELECT n.name, n.gpu_model, n.fabric, n.cordoned, n.lost, n.last_heartbeat_ms, n.backend,"
+    " g.idx, g.uuid, g.utilization_pct, g.memory_used_mib, g.memory_total_mib, g.healthy,"
+    " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms"
+    " FROM nodes n LEFT JOIN gpus g ON g.node = n.name ORDER BY n.name, g.idx";
+
+bool Offerable(const pqxx::row& r, const HarvestConfig& cfg, int64_t now_ms) {
+  if (r[7].is_null()) return false;
+  const bool busy = r[14].as<bool>() || r[15].as<bool>();
+  const int64_t idle_since = r[16].as<int64_t>();
+  return !busy && idle_since > 0 && now_ms - idle_since >= cfg.owner_idle_window_ms;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig& cfg, int64_t now_ms) {
+  std::vector<v1::Node> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    std::map<std::string, std::vector<std::string>> jobs_on;  // "node/idx" -> job ids
+    for (const auto& row : tx.exec(
+             "SELECT p.node, p.gpu_indices, j.id FROM jobs j JOIN job_placements p"
+             " ON p.job_id = j.id AND p.attempt = j.attempt WHERE j.state = 'RUNNING'")) {
+      for (absl::string_view idx : absl::StrSplit(row[1].as<std::string>(), ',', absl::SkipEmpty())) {
+        jobs_on[absl::StrCat(row[0].as<std::string>(), "/", idx)].push_back(row[2].as<std::string>());
+      }
+    }
+    for (const auto& r : tx.exec(kNodeGpuQuery)) {
+      const std::string name = r[0].as<std::string>();
+      if (out.empty() || out.back().name() != name) {
+        v1::Node& n = out.emplace_back();
+        n.set_name(name);
+        n.set_gpu_model(r[1].as<std::string>());
+        n.set_fabric(r[2].as<std::string>());
+        n.set_cordoned(r[3].as<bool>());
+        n.set_lost(r[4].as<bool>());
+        SetTimestampMs(r[5].as<int64_t>(), n.mutable_last_heartbeat());
+        n.set_backend(r[6].as<std::string>());
+      }
+      if (r[7].is_null()) continue;
+      v1::Node& n = out.back();
+      v1::Gpu* g = n.add_gpus();
+      g->set_index(r[7].as<int>());
+      g->set_uuid(r[8].as<std::string>());
+      g->set_utilization_pct(r[9].as<int>());
+      g->set_memory_used_mib(r[10].as<int64_t>());
+      g->set_memory_total_mib(r[11].as<int64_t>());
+      g->set_healthy(r[12].as<bool>());
+      g->set_health_reason(r[13].as<std::string>());
+      auto it = jobs_on.find(absl::StrCat(name, "/", g->index()));
+      if (it != jobs_on.end()) {
+        for (const auto& id : it->second) g->add_job_ids(id);
+      }
+      if (r[14].as<bool>() || r[15].as<bool>()) {
+        g->set_use(v1::GPU_USE_OWNER_BUSY);
+      } else if (g->job_ids_size() > 0) {
+        g->set_use(v1::GPU_USE_SOLD);
+      } else if (n.cordoned() || n.lost() || !g->healthy() || !Offerable(r, cfg, now_ms)) {
+        g->set_use(v1::GPU_USE_UNAVAILABLE);
+      } else {
+        g->set_use(v1::GPU_USE_IDLE);
+      }
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::StatusOr<std::vector<scheduler::NodeView>> PgNodeStore::SchedulerNodes(const HarvestConfig& cfg,
+                                                                            int64_t now_ms) {
+  std::vector<scheduler::NodeView> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    out.clear();
+    for (const auto& r : tx.exec(kNodeGpuQuery)) {
+      if (r[4].as<bool>()) continue;  // lost
+      const std::string name = r[0].as<std::string>();
+      if (out.empty() || out.back().id != name) {
+        scheduler::NodeView& n = out.emplace_back();
+        n.id = name;
+        n.gpu_model = r[1].as<std::string>();
+        n.fabric = r[2].as<std::string>();
+        n.cordoned = r[3].as<bool>();
+      }
+      if (r[7].is_null()) continue;
+      scheduler::GpuView g;
+      g.index = r[7].as<int>();
+      g.healthy = r[12].as<bool>();
+      g.owner_busy = r[14].as<bool>() || r[15].as<bool>();
+      g.offerable = Offerable(r, cfg, now_ms);
+      out.back().gpus.push_back(g);
+    }
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+}  // namespace surplus::store
