@@ -12,10 +12,6 @@
 
 namespace surplus::billing {
 
-/// 128-bit integer for unrounded cost numerators (GPU-ms x micro-dollars per GPU-hour).
-/// `__extension__` keeps -Wpedantic quiet about the compiler builtin.
-__extension__ typedef __int128 Int128;
-
 /// One metered interval of one job on one worker. (worker_id, seq) identifies it.
 struct UsageRecord {
   std::string worker_id;

@@ -94,6 +94,7 @@ const char* StageName(int stage) {
     if (errno != ENOENT && errno != ENOTDIR) err = errno;
   }
   fail(kStageExec, err);
+  ::_exit(127);  // not reached: fail() exits
 }
 
 absl::Status WriteNotice(const std::string& path, absl::string_view reason,

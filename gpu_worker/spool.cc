@@ -148,7 +148,13 @@ std::string UsageSpool::StatePath() const { return absl::StrCat(dir_, "/", kStat
 absl::StatusOr<std::unique_ptr<UsageSpool>> UsageSpool::Open(std::string dir,
                                                               SpoolOptions options) {
   if (dir.empty()) return absl::InvalidArgumentError("empty spool folder");
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), 0755) == 0) {
+    // Make the new folder's entry durable too.
+    const size_t slash = dir.find_last_of('/');
+    const std::string parent =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+    if (absl::Status s = FsyncDir(parent); !s.ok()) return s;
+  } else if (errno != EEXIST) {
     return ErrnoError("create spool folder", dir, errno);
   }
   std::unique_ptr<UsageSpool> spool(new UsageSpool(std::move(dir), options));

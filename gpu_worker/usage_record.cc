@@ -8,7 +8,9 @@
 namespace surplus::worker {
 namespace {
 
-constexpr uint8_t kVersion = 1;
+// Version 1 lacks the attempt; version 2 appends it. Encoding always writes the newest.
+constexpr uint8_t kVersion1 = 1;
+constexpr uint8_t kVersion2 = 2;
 constexpr uint8_t kFlagFinal = 0x01;
 
 void PutU64(std::string* out, uint64_t v) {
@@ -33,6 +35,12 @@ class Reader {
     return true;
   }
   bool U64(uint64_t* v) { return Fixed(8, v); }
+  bool I32(int32_t* v) {
+    uint64_t u = 0;
+    if (!Fixed(4, &u)) return false;
+    *v = static_cast<int32_t>(static_cast<uint32_t>(u));
+    return true;
+  }
   bool I64(int64_t* v) {
     uint64_t u = 0;
     if (!Fixed(8, &u)) return false;
@@ -65,17 +73,17 @@ class Reader {
 }  // namespace
 
 bool operator==(const UsageRecord& a, const UsageRecord& b) {
-  return std::tie(a.worker_id, a.seq, a.job_id, a.tenant_id, a.gpu_model, a.slice_profile,
-                  a.gpu_indices, a.start_ms, a.end_ms, a.gpu_ms, a.is_final) ==
-         std::tie(b.worker_id, b.seq, b.job_id, b.tenant_id, b.gpu_model, b.slice_profile,
-                  b.gpu_indices, b.start_ms, b.end_ms, b.gpu_ms, b.is_final);
+  return std::tie(a.worker_id, a.seq, a.job_id, a.attempt, a.tenant_id, a.gpu_model,
+                  a.slice_profile, a.gpu_indices, a.start_ms, a.end_ms, a.gpu_ms, a.is_final) ==
+         std::tie(b.worker_id, b.seq, b.job_id, b.attempt, b.tenant_id, b.gpu_model,
+                  b.slice_profile, b.gpu_indices, b.start_ms, b.end_ms, b.gpu_ms, b.is_final);
 }
 
 std::string EncodeUsageRecord(const UsageRecord& r) {
   std::string out;
-  out.reserve(64 + r.worker_id.size() + r.job_id.size() + r.tenant_id.size() +
+  out.reserve(68 + r.worker_id.size() + r.job_id.size() + r.tenant_id.size() +
               r.gpu_model.size() + r.slice_profile.size() + r.gpu_indices.size());
-  out.push_back(static_cast<char>(kVersion));
+  out.push_back(static_cast<char>(kVersion2));
   PutU64(&out, r.seq);
   PutU64(&out, static_cast<uint64_t>(r.start_ms));
   PutU64(&out, static_cast<uint64_t>(r.end_ms));
@@ -87,6 +95,7 @@ std::string EncodeUsageRecord(const UsageRecord& r) {
   PutString(&out, r.gpu_model);
   PutString(&out, r.slice_profile);
   PutString(&out, r.gpu_indices);
+  PutU32(&out, static_cast<uint32_t>(r.attempt));
   return out;
 }
 
@@ -96,13 +105,16 @@ absl::StatusOr<UsageRecord> DecodeUsageRecord(absl::string_view bytes) {
   uint8_t version = 0;
   uint8_t flags = 0;
   if (!in.U8(&version)) return absl::DataLossError("empty usage record");
-  if (version != kVersion) {
+  if (version != kVersion1 && version != kVersion2) {
     return absl::DataLossError(absl::StrCat("unknown usage record version ", version));
   }
   if (!in.U64(&r.seq) || !in.I64(&r.start_ms) || !in.I64(&r.end_ms) || !in.I64(&r.gpu_ms) ||
       !in.U8(&flags) || !in.String(&r.worker_id) || !in.String(&r.job_id) ||
       !in.String(&r.tenant_id) || !in.String(&r.gpu_model) || !in.String(&r.slice_profile) ||
       !in.String(&r.gpu_indices)) {
+    return absl::DataLossError("truncated usage record");
+  }
+  if (version >= kVersion2 && !in.I32(&r.attempt)) {
     return absl::DataLossError("truncated usage record");
   }
   if (!in.empty()) return absl::DataLossError("trailing bytes after usage record");

@@ -15,6 +15,7 @@ struct UsageRecord {
   std::string worker_id;
   uint64_t seq = 0;            ///< per-worker, from 1; assigned by UsageSpool::Append
   std::string job_id;
+  int32_t attempt = 0;         ///< which run of the job (the control plane's attempt number)
   std::string tenant_id;
   std::string gpu_model;       ///< e.g. "H100-80GB"
   std::string slice_profile;   ///< e.g. "3g.40gb"; the whole-GPU profile for whole GPUs
@@ -30,6 +31,8 @@ inline bool operator!=(const UsageRecord& a, const UsageRecord& b) { return !(a 
 
 /// Compact binary encoding (version byte, fixed-width little-endian integers, strings as
 /// u32 length + bytes). Stable on disk: change only by adding a new version.
+/// Version 1: the fields above except `attempt`. Version 2 (written now): version 1
+/// followed by `attempt` as a little-endian i32. Both decode; version 1 gives attempt 0.
 std::string EncodeUsageRecord(const UsageRecord& record);
 
 /// Inverse of EncodeUsageRecord. DataLoss for a truncated, oversized or unknown encoding.

@@ -97,7 +97,7 @@ void CapacityIndex::Reindex(int gpu) {
   const int node = g.node;
   Pool& pool = pools_[nodes_[node].pool];
   if (g.key != 0) pool.buckets[g.key].erase(gpu);
-  if (key != 0) pool.buckets[key].insert(gpu);
+  if (key != 0) pool.buckets[key].insert(pool.buckets[key].end(), gpu);  // loads come in order
   const bool was_full = g.key == kFull;
   const bool is_full = key == kFull;
   g.key = key;
@@ -115,8 +115,8 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
   }
   n.fw = fw;
   if (fw > 0) {
-    pool.fw_nodes[fw].insert(node);
-    if (fabric_sets) (*fabric_sets)[fw].insert(node);
+    pool.fw_nodes[fw].insert(pool.fw_nodes[fw].end(), node);
+    if (fabric_sets) (*fabric_sets)[fw].insert((*fabric_sets)[fw].end(), node);
   }
 }
 

@@ -117,6 +117,7 @@ class IncrementalScheduler {
     int64_t evictable_stamp = -1;
     int run_profile = -1;  ///< kSlice running: profile index in run_pool's model
     int64_t over_pending_round = -1;
+    int64_t started_round = -1;
     // What was last reported.
     bool reported_reason = false;
     ReasonKey last_reason;
@@ -134,8 +135,12 @@ class IncrementalScheduler {
     int node = -1;  // NodeRec id
     int view_index = 0;
     uint8_t view_mask = 0;
+    bool owner_busy = false;
+    bool offerable = true;
+    bool healthy = true;
     Evict evict = Evict::kNone;
     std::vector<std::pair<int, uint8_t>> occupants;  // job id, slots
+    std::vector<int64_t> occupant_end;  // parallel: RawEnd() of each occupant
   };
 
   struct Tenant {
@@ -163,6 +168,9 @@ class IncrementalScheduler {
     std::set<RunKey> running_spot;
     std::set<int> vacating;  // preempting jobs
     int64_t used_units = 0;
+    // Jobs per shape in this pool (pending ones count in every pool they may run in).
+    std::vector<int64_t> slice_count;
+    std::vector<int64_t> whole_count;
     ShapeWeights last_weights;
   };
 
@@ -201,12 +209,17 @@ class IncrementalScheduler {
                    std::vector<Slot>* hold);
   std::optional<ReservationState> MakeReservation(int job, int64_t now_ms);
   int64_t EndTime(int job, int64_t now_ms) const;
+  /// End time of a running job independent of now: -1 = now + notice, kUnknownStart = never.
+  int64_t RawEnd(int job) const;
+  void RefreshOccupantEnds(int job);
   void Preempt(int job, PreemptCause cause, std::string reason, int64_t now_ms, Decisions* out);
   std::vector<NodePlacement> ToPlacements(const Job& job, const std::vector<Slot>& slots) const;
   std::string FormatReason(const Job& job, const ReasonKey& key,
                            const std::vector<Micros>& clearing) const;
   std::string ShapeText(const Job& job, int pool) const;
   void SetWeights();
+  /// Adds (sign 1) or removes (-1) a job's shape from the per-pool counts.
+  void CountShape(Job& job, int sign);
   bool GangFeasible(int pool, int nodes, int gpus_per_node);
   std::tuple<int, int, int, int> ShapeKey(const Job& job, const Eligible& e) const;
   Micros EffectiveBid(const Job& job, int pool) const;
@@ -231,6 +244,13 @@ class IncrementalScheduler {
   std::vector<std::vector<int>> pool_nodes_;  // live NodeRec ids per pool
   std::map<std::tuple<int, int, int>, bool> gang_feasible_;  // (pool, K, N), this structure
   int64_t search_stamp_ = 0;
+  bool counts_valid_ = false;
+  bool market_changed_ = true;
+  std::vector<Micros> last_clearing_;
+  std::vector<int> price_dirty_;  // running jobs loaded by deltas since the last round
+  // Loading a whole snapshot: queue keys, then build the ordered sets in one sorted pass.
+  bool bulk_ = false;
+  std::vector<PendingKey> bulk_pending_;
   int64_t now_ms_ = 0;
   std::map<std::string, int> pool_ids_;
   std::map<std::string, int> fabric_ids_;

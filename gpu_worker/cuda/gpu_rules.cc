@@ -142,18 +142,28 @@ absl::StatusOr<GreenSlicePlan> PlanGreenSlice(const SmSplit& split, int slot_sta
         absl::StrCat("placement ", slot_start, "+", memory_slots, " outside the GPU"));
   }
   if (sm_count <= 0) return absl::InvalidArgumentError("slice without SMs");
-  const int owned_first = slot_start * split.groups / kMemorySlotsPerGpu;
-  const int owned_end = (slot_start + memory_slots) * split.groups / kMemorySlotsPerGpu;
-  const int owned = owned_end - owned_first;
-  if (owned <= 0) {
+  // Slot s < 7 owns [s * per, (s + 1) * per); slot 7 owns [7 * per, groups) + remainder.
+  const int per = split.groups / kComputeUnitsPerGpu;
+  auto slot_first = [&](int slot) {
+    return slot >= kMemorySlotsPerGpu ? split.groups : std::min(slot, kComputeUnitsPerGpu) * per;
+  };
+  const int slot_end = slot_start + memory_slots;
+  const int owned_first = slot_first(slot_start);
+  const int owned = slot_first(slot_end) - owned_first;
+  const bool owns_last_slot = slot_end == kMemorySlotsPerGpu;
+  if (owned <= 0 && !(owns_last_slot && split.remaining_sms > 0)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "GPU split into ", split.groups, " SM groups is too coarse for a ", memory_slots,
-        "-slot slice"));
+        "-slot slice at slot ", slot_start));
   }
   const int wanted = (sm_count + split.group_sms - 1) / split.group_sms;
   plan.first_group = owned_first;
-  plan.group_count = std::min(wanted, owned);
+  plan.group_count = std::max(0, std::min(wanted, owned));
   plan.sm_count = plan.group_count * split.group_sms;
+  if (owns_last_slot && plan.sm_count < sm_count && split.remaining_sms > 0) {
+    plan.include_remaining = true;
+    plan.sm_count += split.remaining_sms;
+  }
   return plan;
 }
 

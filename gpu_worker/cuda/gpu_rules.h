@@ -54,12 +54,15 @@ int MpsActiveThreadPercentage(int compute_units);
 
 /// How a slice maps onto the SM groups of one green-context split of a GPU.
 ///
-/// The GPU's SMs are split once into `groups` equal groups of `group_sms` SMs (the split
-/// granularity of the architecture, 8 on Hopper) plus `remaining_sms` left over. Memory
-/// slot s of the placement table owns groups [s*groups/8, (s+1)*groups/8), so slices whose
-/// placements do not overlap get disjoint SMs. A slice takes the first
-/// ceil(sm_count/group_sms) groups of the slots it occupies (never more than those slots
-/// own); the whole-GPU slice takes every group and the remainder.
+/// The GPU's SMs are split once into `groups` equal groups of `group_sms` SMs plus
+/// `remaining_sms` left over (on an H100 the driver makes 15 groups of 8 and leaves 12:
+/// groups follow the GPU's processing clusters). Each memory slot of the placement table
+/// owns a fixed set of groups, so slices whose placements do not overlap get disjoint
+/// SMs: slots 0..6, where slices start, own groups/7 groups each; slot 7, which no
+/// one-slot slice uses, owns the groups left over and the remainder. A slice takes the
+/// first ceil(sm_count/group_sms) groups of the slots it occupies (at most what they own),
+/// plus the remainder when it owns slot 7 and is still short of sm_count. The whole-GPU
+/// slice takes everything.
 struct GreenSlicePlan {
   int first_group = 0;
   int group_count = 0;

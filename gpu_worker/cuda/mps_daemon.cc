@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 extern char** environ;
@@ -181,16 +182,27 @@ absl::StatusOr<std::string> MpsDaemon::Command(const std::string& command) const
 absl::Status MpsDaemon::Stop() {
   if (stopped_) return absl::OkStatus();
   stopped_ = true;
+  // The servers the daemon started go with it; wait for them too, so that the GPU is
+  // free of our MPS processes when Stop returns.
+  std::vector<int64_t> pids = {pid_};
+  if (auto servers = Command("get_server_list"); servers.ok()) {
+    for (absl::string_view line : absl::StrSplit(*servers, '\n', absl::SkipWhitespace())) {
+      int64_t server = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &server)) pids.push_back(server);
+    }
+  }
   auto quit = Command("quit");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (ProcessAlive(pid_)) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      // Last resort, so that no daemon outlives the worker that started it.
-      ::kill(static_cast<pid_t>(pid_), SIGTERM);
-      return absl::DeadlineExceededError(
-          absl::StrCat("MPS control daemon ", pid_, " ignored quit; sent SIGTERM"));
+  for (int64_t pid : pids) {
+    while (ProcessAlive(pid)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        // Last resort, so that no MPS process outlives the worker that started it.
+        ::kill(static_cast<pid_t>(pid), SIGTERM);
+        return absl::DeadlineExceededError(
+            absl::StrCat("MPS process ", pid, " ignored quit; sent SIGTERM"));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return quit.ok() ? absl::OkStatus() : quit.status();
 }

@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<NvmlLibrary>> NvmlLibrary::Load(
   Resolve(handle, "nvmlDeviceGetUtilizationRates", &a.DeviceGetUtilizationRates);
   Resolve(handle, "nvmlDeviceGetTemperature", &a.DeviceGetTemperature);
   Resolve(handle, "nvmlDeviceGetPowerUsage", &a.DeviceGetPowerUsage);
+  Resolve(handle, "nvmlDeviceGetClockInfo", &a.DeviceGetClockInfo);
   Resolve(handle, "nvmlDeviceGetTotalEccErrors", &a.DeviceGetTotalEccErrors);
   Resolve(handle, "nvmlDeviceGetMigMode", &a.DeviceGetMigMode);
   Resolve(handle, "nvmlDeviceGetMaxMigDeviceCount", &a.DeviceGetMaxMigDeviceCount);

@@ -36,6 +36,7 @@ inline constexpr unsigned int kNvmlTemperatureGpu = 0;
 inline constexpr unsigned int kNvmlMemoryErrorTypeUncorrected = 1;
 inline constexpr unsigned int kNvmlVolatileEcc = 0;
 inline constexpr unsigned int kNvmlDeviceMigEnable = 1;
+inline constexpr unsigned int kNvmlClockSm = 1;
 
 struct NvmlUtilization {
   unsigned int gpu;
@@ -88,6 +89,7 @@ struct NvmlApi {
   nvmlReturn_t (*DeviceGetUtilizationRates)(nvmlDevice_t, NvmlUtilization*) = nullptr;
   nvmlReturn_t (*DeviceGetTemperature)(nvmlDevice_t, unsigned int, unsigned int*) = nullptr;
   nvmlReturn_t (*DeviceGetPowerUsage)(nvmlDevice_t, unsigned int*) = nullptr;
+  nvmlReturn_t (*DeviceGetClockInfo)(nvmlDevice_t, unsigned int, unsigned int*) = nullptr;
   nvmlReturn_t (*DeviceGetTotalEccErrors)(nvmlDevice_t, unsigned int, unsigned int,
                                           unsigned long long*) = nullptr;
   nvmlReturn_t (*DeviceGetMigMode)(nvmlDevice_t, unsigned int*, unsigned int*) = nullptr;

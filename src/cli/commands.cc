@@ -278,7 +278,7 @@ absl::Status RunSubmit(CliState& st) {
   auto resp = st.client->SubmitJob(req);
   if (!resp.ok()) return resp.status();
   Details details = JobDetails(resp->job());
-  details.emplace_back("created", resp->created() ? "yes" : "no (request id seen before)");
+  details.emplace_back("new job", resp->created() ? "yes" : "no (request id seen before)");
   Print(st, *resp, details);
   return absl::OkStatus();
 }
@@ -693,14 +693,17 @@ std::vector<Command> BuildApp(CLI::App& app, CliState& st) {
                      "idempotency key (default: random; pass your own to retry safely)");
   submit->add_option("--name", st.submit.name, "job name");
   submit->add_flag("--requeue", st.submit.requeue, "requeue instead of ending when preempted");
-  submit->add_option("--env", st.submit.env, "KEY=VALUE for the command (repeatable)");
+  submit->add_option("--env", st.submit.env, "KEY=VALUE for the command (repeatable)")
+      ->allow_extra_args(false);
   submit->add_option("--builtin", st.submit.builtin, "built-in workload: sleep, gemm or allreduce");
   submit->add_option("--duration", st.submit.duration, "built-in workload run time, e.g. 10s");
-  submit->add_option("--param", st.submit.params, "KEY=VALUE for the built-in (repeatable)");
+  submit->add_option("--param", st.submit.params, "KEY=VALUE for the built-in (repeatable)")
+      ->allow_extra_args(false);
   submit->add_option("command", st.submit.argv, "the command to run, after --");
 
   CLI::App* jobs = AddCommand(app, commands, "jobs", "list jobs", RunJobs);
-  jobs->add_option("--state", st.job_states, "only these states, e.g. running,pending");
+  jobs->add_option("--state", st.job_states, "only these states, e.g. running,pending")
+      ->allow_extra_args(false);
   jobs->add_option("--tenant", st.tenant, "operators: one tenant's jobs");
   jobs->add_option("--limit", st.limit, "at most this many jobs (0 = all)")->capture_default_str();
 
@@ -832,6 +835,11 @@ int RunCli(const std::vector<std::string>& args, const ClientFactory& connect, s
   connection.tls_ca_file = st.tls_ca;
   connection.call_timeout = std::chrono::milliseconds(*timeout_ms);
   st.client = connect(connection);
+  if (st.client == nullptr) {
+    err << ErrorLine(absl::UnavailableError(absl::StrCat("cannot connect to ", st.endpoint)))
+        << '\n';
+    return kExitUnavailable;
+  }
 
   absl::Status status = chosen->action(st);
   out.flush();

@@ -39,6 +39,7 @@ bool IsUsageError(const absl::Status& status) {
 
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
+  if (message.empty()) message = "(no details)";
   if (IsUsageError(status)) return kExitUsage;
   switch (status.code()) {
     case absl::StatusCode::kNotFound:
@@ -63,6 +64,7 @@ std::string ErrorLine(const absl::Status& status) {
   for (char& c : message) {
     if (c == '\n' || c == '\r') c = ' ';
   }
+  if (message.empty()) message = "(no details)";
   if (IsUsageError(status)) return absl::StrCat("surplus: error: usage: ", message);
   return absl::StrCat("surplus: error: ", absl::StatusCodeToString(status.code()), ": ", message);
 }

@@ -99,17 +99,22 @@ std::string FormatUsdPlain(Micros micros) {
 }
 
 std::string FormatGpuHours(int64_t gpu_ms) {
-  // Thousandths of a GPU-hour: one thousandth is 3'600 GPU-ms.
-  const __int128 thousandths = DivRoundHalfEven(gpu_ms, kMsPerHour / 1000);
-  const bool negative = thousandths < 0;
-  const auto mag = static_cast<uint64_t>(negative ? -thousandths : thousandths);
-  std::string frac = std::to_string(mag % 1000);
+  // Thousandths of a GPU-hour: one thousandth is 3'600 GPU-ms. Round half to even on
+  // magnitudes (64-bit is enough: the quotient is smaller than the input).
+  constexpr uint64_t kMsPerThousandth = kMsPerHour / 1000;
+  const bool negative = gpu_ms < 0;
+  const uint64_t mag_ms =
+      negative ? static_cast<uint64_t>(-(gpu_ms + 1)) + 1 : static_cast<uint64_t>(gpu_ms);
+  uint64_t q = mag_ms / kMsPerThousandth;
+  const uint64_t r = mag_ms % kMsPerThousandth;
+  if (2 * r > kMsPerThousandth || (2 * r == kMsPerThousandth && q % 2 == 1)) ++q;
+  std::string frac = std::to_string(q % 1000);
   frac.insert(0, 3 - frac.size(), '0');
-  return absl::StrCat(negative ? "-" : "", mag / 1000, ".", frac);
+  return absl::StrCat(negative && q > 0 ? "-" : "", q / 1000, ".", frac);
 }
 
 std::string FormatTimestampMs(int64_t epoch_ms) {
-  if (epoch_ms == 0) return "-";
+  if (epoch_ms == 0) return "";
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(epoch_ms),
                           absl::UTCTimeZone());
 }

@@ -52,7 +52,7 @@ std::string FormatUsdPlain(Micros micros);
 /// 5'400'000 -> "1.500"; 1'800 -> "0.000" (0.0005 rounds to even).
 std::string FormatGpuHours(int64_t gpu_ms);
 
-/// UTC epoch milliseconds as "2025-03-01T12:00:00Z"; 0 (unset) as "-".
+/// UTC epoch milliseconds as "2025-03-01T12:00:00Z"; 0 (unset) as "" (tables show "-").
 std::string FormatTimestampMs(int64_t epoch_ms);
 
 /// Milliseconds as "1h30m", "10s", "2s500ms"; 0 -> "0s".

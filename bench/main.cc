@@ -1,0 +1,44 @@
+// surplus-bench: scheduler speed, packing quality and harvesting on synthetic fleets and
+// the Alibaba 2023 GPU trace; the submit path when built with the API client.
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "bench/bench.h"
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: surplus-bench <subcommand> [flags] [--json]\n"
+               "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n"
+               "          scheduler round time at fleet scale, full and incremental\n"
+               "  pack    --nodes NODES.csv --pods PODS.csv\n"
+               "          packing quality replaying a GPU trace (ours, first-fit, best-fit)\n"
+               "  harvest --nodes NODES.csv --pods PODS.csv [--window-s S] [--notice-s S]\n"
+               "          owner-idle GPU time sold and reclaim latency\n"
+#ifdef SURPLUS_HAVE_SUBMIT_BENCH
+               "  submit  job submission throughput and latency through the API\n"
+#endif
+  );
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    Usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "sched") return surplus::bench::RunSchedBench(argc - 1, argv + 1);
+  if (cmd == "pack") return surplus::bench::RunPackBench(argc - 1, argv + 1);
+  if (cmd == "harvest") return surplus::bench::RunHarvestBench(argc - 1, argv + 1);
+#ifdef SURPLUS_HAVE_SUBMIT_BENCH
+  if (cmd == "submit") return surplus::bench::RunSubmitBench(argc - 1, argv + 1);
+#endif
+  std::fprintf(stderr, "unknown subcommand '%s'\n", cmd.c_str());
+  Usage();
+  return 2;
+}

@@ -1,0 +1,63 @@
+#pragma once
+// What the gRPC services share: configuration, stores, auth, executors and hubs.
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <string>
+
+#include "scheduler/scheduler.h"
+#include "src/api/auth.h"
+#include "src/api/executor.h"
+#include "src/api/submit_batcher.h"
+#include "src/api/validation.h"
+#include "src/common/grpc_util.h"
+#include "src/store/auth_store.h"
+#include "src/store/job_store.h"
+#include "src/store/market_store.h"
+#include "src/store/node_store.h"
+#include "src/store/usage_store.h"
+
+namespace surplus::api {
+
+class WatchHub;
+class WorkerHub;
+
+struct ApiConfig {
+  /// SIGTERM-to-SIGKILL notice for preemptions and cancels.
+  int64_t preemption_notice_ms = 120'000;
+  int64_t heartbeat_interval_ms = 1'000;
+  store::HarvestConfig harvest;
+  Limits limits;
+  /// Market settings used by the scheduler and quotes (reserve prices come from the DB).
+  scheduler::MarketConfig market;
+};
+
+struct ApiContext {
+  ApiConfig config;
+  store::PgPool* pool = nullptr;
+  store::PgAuthStore* auth_store = nullptr;
+  store::PgJobStore* jobs = nullptr;
+  store::PgNodeStore* nodes = nullptr;
+  store::PgMarketStore* market = nullptr;
+  store::PgUsageStore* usage = nullptr;
+  Authenticator* auth = nullptr;
+  Executor* executor = nullptr;
+  SubmitBatcher* batcher = nullptr;
+  WatchHub* watch = nullptr;
+  WorkerHub* workers = nullptr;
+};
+
+/// Runs `fn` (returning absl::Status) on the executor and finishes the unary call with it.
+template <typename Fn>
+grpc::ServerUnaryReactor* Defer(grpc::CallbackServerContext* ctx, Executor& executor, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  executor.Submit([reactor, fn = std::move(fn)]() mutable { reactor->Finish(ToGrpc(fn())); });
+  return reactor;
+}
+
+/// A full scheduler snapshot from the database (nodes, active jobs, market settings).
+/// `job_models` (optional) receives each running job's node model.
+absl::StatusOr<scheduler::Snapshot> LoadSnapshot(const ApiContext& ctx, int64_t now_ms);
+
+}  // namespace surplus::api

@@ -1,0 +1,23 @@
+# Tests of the CUDA worker backend. Built only with the CUDA toolkit.
+#   cuda_backend_test     CPU only (label unit): naming, health, MPS limits, SM planning,
+#                         clean failure without NVML.
+#   cuda_backend_gputest  on a real GPU (label gpu); every test skips, saying why, where
+#                         there is no GPU.
+if(NOT TARGET surplus_worker_cuda)
+  return()
+endif()
+
+add_executable(cuda_backend_test ${CMAKE_CURRENT_LIST_DIR}/cuda_backend_test.cc)
+target_compile_options(cuda_backend_test PRIVATE ${SURPLUS_WARNING_FLAGS})
+target_link_libraries(cuda_backend_test PRIVATE surplus_worker_cuda GTest::gtest_main)
+gtest_discover_tests(cuda_backend_test PROPERTIES LABELS unit)
+
+add_executable(cuda_backend_gputest ${CMAKE_CURRENT_LIST_DIR}/cuda_backend_gputest.cc)
+target_compile_options(cuda_backend_gputest PRIVATE ${SURPLUS_WARNING_FLAGS})
+target_link_libraries(cuda_backend_gputest PRIVATE surplus_worker_cuda GTest::gtest_main)
+target_compile_definitions(cuda_backend_gputest PRIVATE
+  SURPLUS_CUDA_PROBE_PATH="$<TARGET_FILE:surplus-cuda-probe>")
+add_dependencies(cuda_backend_gputest surplus-cuda-probe)
+# Listed at test time, not build time: listing needs no GPU either way, but the GPU
+# runs may happen on another machine than the build.
+gtest_discover_tests(cuda_backend_gputest PROPERTIES LABELS gpu DISCOVERY_MODE PRE_TEST)

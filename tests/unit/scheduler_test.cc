@@ -1,0 +1,421 @@
+// Market rules and packing of Schedule(), table-driven where the rule has cases.
+
+#include <gtest/gtest.h>
+
+#include "scheduler/capacity_index.h"
+#include "scheduler/incremental.h"
+#include "scheduler/quote.h"
+#include "scheduler/scheduler.h"
+#include "tests/unit/scheduler_test_util.h"
+
+namespace surplus::scheduler {
+namespace {
+
+using namespace surplus::scheduler::testing;  // NOLINT
+
+TEST(Schedule, SpareCapacityClearsAtReservePrice) {
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.jobs = {Spot("a", 3 * kDollar, JobShape::WholeGpus(1), 1)};
+  s.market = Market(/*reserve=*/1 * kDollar);
+  const Decisions d = Schedule(s);
+  // One GPU stays free, so nothing was turned away: clearing = reserve = $1.00, and the job
+  // pays min(clearing, bid) = $1.00.
+  ASSERT_NE(FindAssignment(d, "a"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "a")->price, 1 * kDollar);
+  EXPECT_EQ(ClearingPrice(d), 1 * kDollar);
+  ASSERT_EQ(d.prices.size(), 1u);
+  EXPECT_EQ(d.prices[0].capacity_units, 14);  // 2 GPUs x 7 units
+  EXPECT_EQ(d.prices[0].used_units, 7);
+}
+
+TEST(Schedule, ClearingPriceIsHighestBidTurnedAway) {
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.market = Market(/*reserve=*/1 * kDollar);
+  s.jobs = {Spot("b150", 1'500'000, JobShape::WholeGpus(1), 1),
+            Spot("b300", 3 * kDollar, JobShape::WholeGpus(1), 2),
+            Spot("b200", 2 * kDollar, JobShape::WholeGpus(1), 3),
+            Spot("b250", 2'500'000, JobShape::WholeGpus(1), 4)};
+  const Decisions d = Schedule(s);
+  // Bid order 3.00, 2.50 | 2.00, 1.50: two GPUs admit the first two; the highest bid turned
+  // away is $2.00, so both winners pay $2.00.
+  ASSERT_NE(FindAssignment(d, "b300"), nullptr);
+  ASSERT_NE(FindAssignment(d, "b250"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "b300")->price, 2 * kDollar);
+  EXPECT_EQ(FindAssignment(d, "b250")->price, 2 * kDollar);
+  EXPECT_EQ(ClearingPrice(d), 2 * kDollar);
+  // $2.00 set the price itself: it lacks room, it was not outbid. $1.50 was outbid.
+  EXPECT_EQ(Reason(d, "b200"), "no node with 1 free H100-80GB GPU");
+  EXPECT_EQ(Reason(d, "b150"), "outbid: clearing price $2.00/GPU-h > your bid $1.50");
+}
+
+TEST(Schedule, EqualBidsAdmitInSubmitOrder) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {Spot("late", 2 * kDollar, JobShape::WholeGpus(1), 7),
+            Spot("early", 2 * kDollar, JobShape::WholeGpus(1), 3)};
+  const Decisions d = Schedule(s);
+  EXPECT_NE(FindAssignment(d, "early"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "late"), nullptr);
+}
+
+TEST(Schedule, BidBelowReserveStaysPending) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market(/*reserve=*/1 * kDollar);
+  s.jobs = {Spot("cheap", 500'000, JobShape::WholeGpus(1), 1)};
+  const Decisions d = Schedule(s);
+  EXPECT_TRUE(d.assignments.empty());
+  EXPECT_EQ(Reason(d, "cheap"), "bid $0.50 below reserve price $1.00 for H100-80GB");
+}
+
+TEST(Schedule, OnDemandFirstAtListPrice) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market(/*reserve=*/1 * kDollar, /*list=*/4 * kDollar);
+  s.jobs = {Spot("rich", 10 * kDollar, JobShape::WholeGpus(1), 1),
+            OnDemand("od", JobShape::WholeGpus(1), 2)};
+  const Decisions d = Schedule(s);
+  // On-demand is admitted before any bid and pays the $4.00 list price. The $10 bid is the
+  // highest turned away: clearing = $10.00.
+  ASSERT_NE(FindAssignment(d, "od"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "od")->price, 4 * kDollar);
+  EXPECT_EQ(ClearingPrice(d), 10 * kDollar);
+  EXPECT_EQ(Reason(d, "rich"), "no node with 1 free H100-80GB GPU");
+}
+
+TEST(Schedule, UnknownModelAndShapesGetReasons) {
+  Snapshot s;
+  s.nodes = {Node("n1", 4)};
+  s.market = Market();
+  JobView b200 = Spot("b200", 2 * kDollar, JobShape::WholeGpus(1), 1);
+  b200.gpu_model = "B200";
+  JobView big = Spot("big", 2 * kDollar, JobShape::WholeGpus(8), 2);
+  JobView odd = Spot("odd", 2 * kDollar, JobShape::Slice("1g.18gb"), 3);
+  odd.gpu_model = "H100-80GB";
+  s.jobs = {b200, big, odd};
+  const Decisions d = Schedule(s);
+  EXPECT_EQ(Reason(d, "b200"), "no node of model B200");
+  EXPECT_EQ(Reason(d, "big"), "no node has 8 GPUs");
+  EXPECT_EQ(Reason(d, "odd"), "GPU model H100-80GB has no slice profile 1g.18gb");
+}
+
+TEST(Schedule, OwnerHealthAndDrainPreempt) {
+  struct Case {
+    const char* name;
+    bool owner_busy, healthy, offerable, cordoned, draining;
+    bool preempted;
+    PreemptCause cause;
+  };
+  const Case cases[] = {
+      {"owner", true, true, true, false, false, true, PreemptCause::kOwnerReclaim},
+      {"unhealthy", false, false, true, false, false, true, PreemptCause::kUnhealthy},
+      {"owner wins over health", true, false, true, false, false, true, PreemptCause::kOwnerReclaim},
+      {"drain", false, true, true, false, true, true, PreemptCause::kCordoned},
+      // Cordon and a not-yet-offerable GPU stop new work but leave running jobs alone.
+      {"cordon", false, true, true, true, false, false, PreemptCause::kOutbid},
+      {"not offerable", false, true, false, false, false, false, PreemptCause::kOutbid},
+  };
+  for (const Case& c : cases) {
+    Snapshot s;
+    s.now_ms = 100 * kMinute;
+    s.nodes = {Node("n1", 2)};
+    s.nodes[0].gpus[0].owner_busy = c.owner_busy;
+    s.nodes[0].gpus[0].healthy = c.healthy;
+    s.nodes[0].gpus[0].offerable = c.offerable;
+    s.nodes[0].cordoned = c.cordoned;
+    s.nodes[0].draining = c.draining;
+    s.market = Market();
+    JobView od = RunningWhole(OnDemand("run", JobShape::WholeGpus(1), 1), "n1", {0}, 0);
+    s.jobs = {od, Spot("new", 2 * kDollar, JobShape::WholeGpus(2), 2)};
+    const Decisions d = Schedule(s);
+    const Preemption* p = FindPreemption(d, "run");
+    EXPECT_EQ(p != nullptr, c.preempted) << c.name;
+    if (p && c.preempted) {
+      EXPECT_EQ(p->cause, c.cause) << c.name;
+      EXPECT_FALSE(p->reason.empty());
+    }
+    // Nothing new lands on GPU 0 in any case: the 2-GPU job never fits.
+    EXPECT_EQ(FindAssignment(d, "new"), nullptr) << c.name;
+  }
+}
+
+TEST(Schedule, OutbidNeedsGapAndMinimumRuntime) {
+  struct Case {
+    const char* name;
+    Micros pending_bid;
+    int64_t ran_ms;
+    bool preempt;
+  };
+  // Gap $1.00, minimum runtime 5 min, running bid $1.00.
+  const Case cases[] = {
+      {"gap met, ran 10 min", 3 * kDollar, 10 * kMinute, true},
+      {"gap exactly met", 2 * kDollar, 10 * kMinute, true},
+      {"gap too small ($0.50)", 1'500'000, 10 * kMinute, false},
+      {"too young (1 min)", 3 * kDollar, 1 * kMinute, false},
+  };
+  for (const Case& c : cases) {
+    Snapshot s;
+    s.now_ms = 1000 * kMinute;
+    s.nodes = {Node("n1", 1)};
+    s.market = Market(/*reserve=*/500'000);
+    s.market.min_preempt_gap = 1 * kDollar;
+    s.market.min_runtime_before_preempt_ms = 5 * kMinute;
+    s.jobs = {RunningWhole(Spot("low", 1 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0},
+                           s.now_ms - c.ran_ms),
+              Spot("high", c.pending_bid, JobShape::WholeGpus(1), 2)};
+    const Decisions d = Schedule(s);
+    const Preemption* p = FindPreemption(d, "low");
+    ASSERT_EQ(p != nullptr, c.preempt) << c.name;
+    // "high" is blocked either way, so it sets the clearing price.
+    EXPECT_EQ(ClearingPrice(d), c.pending_bid) << c.name;
+    if (c.preempt) {
+      EXPECT_EQ(p->cause, PreemptCause::kOutbid);
+      EXPECT_EQ(p->reason, "outbid: clearing price " + FormatUsd(c.pending_bid) +
+                               "/GPU-h > your bid $1.00");
+      EXPECT_EQ(Reason(d, "high"), "waiting for 1 preempted job to free H100-80GB capacity");
+      EXPECT_EQ(d.running_prices.count("low"), 0u);  // leaving: no new price
+    } else {
+      // Keeps running and pays at most its bid: min($X, $1.00) = $1.00.
+      EXPECT_EQ(d.running_prices.at("low"), 1 * kDollar) << c.name;
+    }
+  }
+}
+
+TEST(Schedule, OnDemandIsNeverOutbid) {
+  Snapshot s;
+  s.now_ms = 1000 * kMinute;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {RunningWhole(OnDemand("od", JobShape::WholeGpus(1), 1), "n1", {0}, 0),
+            Spot("whale", 1000 * kDollar, JobShape::WholeGpus(1), 2)};
+  const Decisions d = Schedule(s);
+  EXPECT_TRUE(d.preemptions.empty());
+  EXPECT_EQ(d.running_prices.at("od"), 4 * kDollar);  // list price
+}
+
+TEST(Schedule, VacatingCapacityIsNotPreemptedTwice) {
+  Snapshot s;
+  s.now_ms = 1000 * kMinute;
+  s.nodes = {Node("n1", 2)};
+  s.market = Market();
+  JobView leaving = RunningWhole(Spot("leaving", 1 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0);
+  leaving.preempting = true;
+  s.jobs = {leaving,
+            RunningWhole(Spot("other", 1 * kDollar, JobShape::WholeGpus(1), 2), "n1", {1}, 0),
+            Spot("high", 5 * kDollar, JobShape::WholeGpus(1), 3)};
+  const Decisions d = Schedule(s);
+  // "leaving" already got its notice; its GPU is enough for "high", so "other" stays.
+  EXPECT_TRUE(d.preemptions.empty());
+  EXPECT_EQ(Reason(d, "high"), "waiting for 1 preempted job to free H100-80GB capacity");
+}
+
+TEST(Schedule, SlicesKeepLargeShapesPlaceable) {
+  // One H100. A 3g.40gb may start at slot 0 or 4; a 4g.40gb only at 0. Placing the 3g at
+  // 4 keeps the 4g placeable: both fit.
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {Spot("s3", 3 * kDollar, JobShape::Slice("3g.40gb"), 1),
+            Spot("s4", 2 * kDollar, JobShape::Slice("4g.40gb"), 2)};
+  const Decisions d = Schedule(s);
+  ASSERT_NE(FindAssignment(d, "s3"), nullptr);
+  ASSERT_NE(FindAssignment(d, "s4"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "s3")->placements[0].slot_start, 4);
+  EXPECT_EQ(FindAssignment(d, "s4")->placements[0].slot_start, 0);
+}
+
+TEST(Schedule, SliceGoesToPartlyUsedGpu) {
+  // GPU 0 has a 1g.10gb at slot 0, GPU 1 is empty: a new 1g.10gb goes next to the first
+  // one and GPU 1 stays whole for whole-GPU jobs.
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.market = Market();
+  s.jobs = {RunningSlice(Spot("r", 2 * kDollar, JobShape::Slice("1g.10gb"), 1), "n1", 0, 0, 0),
+            Spot("s", 2 * kDollar, JobShape::Slice("1g.10gb"), 2),
+            Spot("w", 2 * kDollar, JobShape::WholeGpus(1), 3)};
+  const Decisions d = Schedule(s);
+  ASSERT_NE(FindAssignment(d, "s"), nullptr);
+  ASSERT_NE(FindAssignment(d, "w"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "s")->placements[0].gpu_indices, std::vector<int>{0});
+  EXPECT_EQ(FindAssignment(d, "w")->placements[0].gpu_indices, std::vector<int>{1});
+}
+
+TEST(Schedule, NoPlacementReasonNamesTheProfile) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {RunningSlice(Spot("r", 9 * kDollar, JobShape::Slice("1g.10gb"), 1), "n1", 0, 0, 0),
+            Spot("s4", 2 * kDollar, JobShape::Slice("4g.40gb"), 2)};
+  const Decisions d = Schedule(s);
+  EXPECT_EQ(Reason(d, "s4"), "no 4g.40gb placement free");
+}
+
+TEST(Schedule, QuotaLimitsGpusAndPendingJobs) {
+  Snapshot s;
+  s.nodes = {Node("n1", 8)};
+  s.market = Market();
+  s.market.quotas["t"] = TenantQuota{/*max_gpus=*/2, /*max_pending_jobs=*/0};
+  s.market.quotas["u"] = TenantQuota{/*max_gpus=*/0, /*max_pending_jobs=*/1};
+  s.jobs = {Spot("t1", 3 * kDollar, JobShape::WholeGpus(1), 1, "t"),
+            Spot("t2", 3 * kDollar, JobShape::Slice("3g.40gb"), 2, "t"),
+            Spot("t3", 3 * kDollar, JobShape::WholeGpus(1), 3, "t"),
+            Spot("u1", 2 * kDollar, JobShape::WholeGpus(1), 4, "u"),
+            Spot("u2", 2 * kDollar, JobShape::WholeGpus(1), 5, "u")};
+  const Decisions d = Schedule(s);
+  // t: 1 GPU + 3/7 GPU = 10/7 = 1.43 GPUs; another whole GPU would make 2.43 > 2.
+  EXPECT_NE(FindAssignment(d, "t1"), nullptr);
+  EXPECT_NE(FindAssignment(d, "t2"), nullptr);
+  EXPECT_EQ(Reason(d, "t3"), "over quota: tenant t has 1.43 GPUs (max 2), job needs 1");
+  // u: only its oldest pending job is considered.
+  EXPECT_NE(FindAssignment(d, "u1"), nullptr);
+  EXPECT_EQ(Reason(d, "u2"), "over quota: tenant u has 2 pending jobs (max 1)");
+}
+
+TEST(Schedule, GangsAreAllOrNothingOnOneFabric) {
+  Snapshot s;
+  s.nodes = {Node("a1", 8, "A"), Node("a2", 8, "A"), Node("b1", 8, "B")};
+  s.market = Market();
+  // a2 has 4 GPUs busy.
+  s.jobs = {RunningWhole(Spot("busy", 9 * kDollar, JobShape::WholeGpus(4), 1), "a2", {0, 1, 2, 3}, 0),
+            Spot("g4", 5 * kDollar, JobShape::Gang(2, 4), 2),
+            Spot("g8", 4 * kDollar, JobShape::Gang(2, 8), 3)};
+  const Decisions d = Schedule(s);
+  // 2 x 4 (higher bid, first) fits only on a1 + a2: fabric B has one node.
+  // 2 x 8 then finds no fabric with two free 8-GPU nodes, and gets nothing partial.
+  EXPECT_EQ(FindAssignment(d, "g8"), nullptr);
+  const Assignment* g4 = FindAssignment(d, "g4");
+  ASSERT_NE(g4, nullptr);
+  ASSERT_EQ(g4->placements.size(), 2u);
+  EXPECT_NE(g4->placements[0].node_id, "b1");
+  EXPECT_NE(g4->placements[1].node_id, "b1");
+  EXPECT_EQ(g4->placements[0].gpu_indices.size(), 4u);
+  EXPECT_EQ(g4->placements[1].gpu_indices.size(), 4u);
+}
+
+TEST(Schedule, ReservationBackfillsOnlyJobsThatEndBeforeIt) {
+  Snapshot s;
+  s.now_ms = 1000 * kMinute;
+  s.nodes = {Node("n1", 8)};
+  s.market = Market();
+  s.market.min_runtime_before_preempt_ms = 1000 * kMinute;  // no preemption here
+  std::vector<JobView> jobs;
+  for (int g = 0; g < 4; ++g) {
+    JobView r = RunningWhole(Spot("r" + std::to_string(g), 1 * kDollar, JobShape::WholeGpus(1), g),
+                             "n1", {g}, s.now_ms);
+    r.max_runtime_ms = 60 * kMinute;  // all end at now + 60 min
+    jobs.push_back(r);
+  }
+  jobs.push_back(Spot("big", 5 * kDollar, JobShape::WholeGpus(8), 10));
+  JobView short_job = Spot("short", 2 * kDollar, JobShape::WholeGpus(1), 11);
+  short_job.max_runtime_ms = 30 * kMinute;  // ends at +30 < +60: may backfill
+  JobView long_job = Spot("long", 2 * kDollar, JobShape::WholeGpus(1), 12);
+  long_job.max_runtime_ms = 120 * kMinute;  // ends at +120 > +60: may not
+  JobView open_job = Spot("open", 2 * kDollar, JobShape::WholeGpus(1), 13);  // unknown runtime
+  jobs.push_back(short_job);
+  jobs.push_back(long_job);
+  jobs.push_back(open_job);
+  s.jobs = jobs;
+  const Decisions d = Schedule(s);
+  ASSERT_EQ(d.reservations.size(), 1u);
+  EXPECT_EQ(d.reservations[0].job_id, "big");
+  EXPECT_EQ(d.reservations[0].start_ms, s.now_ms + 60 * kMinute);
+  EXPECT_EQ(Reason(d, "big"),
+            "waiting for reservation: H100-80GB capacity is held for this job, expected to "
+            "start in ~60 min");
+  EXPECT_NE(FindAssignment(d, "short"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "long"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "open"), nullptr);
+}
+
+TEST(Schedule, SameSnapshotSameDecisions) {
+  Snapshot s;
+  s.now_ms = 50 * kMinute;
+  s.nodes = {Node("n1", 8, "A"), Node("n2", 8, "A")};
+  s.market = Market();
+  for (int i = 0; i < 30; ++i) {
+    s.jobs.push_back(Spot("j" + std::to_string(i), (1 + i % 5) * kDollar,
+                          i % 3 == 0 ? JobShape::Slice("2g.20gb") : JobShape::WholeGpus(1 + i % 2), i));
+  }
+  const Decisions a = Schedule(s);
+  const Decisions b = Schedule(s);
+  ASSERT_EQ(a.assignments.size(), b.assignments.size());
+  for (size_t i = 0; i < a.assignments.size(); ++i) {
+    EXPECT_EQ(a.assignments[i].job_id, b.assignments[i].job_id);
+    EXPECT_EQ(a.assignments[i].placements[0].node_id, b.assignments[i].placements[0].node_id);
+    EXPECT_EQ(a.assignments[i].placements[0].gpu_indices, b.assignments[i].placements[0].gpu_indices);
+    EXPECT_EQ(a.assignments[i].price, b.assignments[i].price);
+  }
+  EXPECT_EQ(a.pending_reasons, b.pending_reasons);
+}
+
+TEST(Quote, ReportsPriceAndOutcome) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market(/*reserve=*/1 * kDollar);
+  Quote q = QuoteJob(s, Spot("", 3 * kDollar, JobShape::WholeGpus(1), 0));
+  EXPECT_TRUE(q.would_start_now);
+  EXPECT_EQ(q.price, 1 * kDollar);  // spare capacity: reserve price
+  EXPECT_EQ(q.gpu_model, "H100-80GB");
+
+  s.jobs = {RunningWhole(Spot("r", 5 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0)};
+  q = QuoteJob(s, Spot("", 3 * kDollar, JobShape::WholeGpus(1), 0));
+  EXPECT_FALSE(q.would_start_now);
+  EXPECT_EQ(q.reason, "no node with 1 free H100-80GB GPU");
+  ASSERT_EQ(q.prices.size(), 1u);
+  EXPECT_EQ(q.prices[0].clearing_price, 3 * kDollar);  // the candidate is the bid turned away
+}
+
+TEST(IncrementalScheduler, ReportsOnlyChangesBetweenRounds) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {Spot("a", 3 * kDollar, JobShape::WholeGpus(1), 1),
+            Spot("b", 2 * kDollar, JobShape::WholeGpus(1), 2)};
+  IncrementalScheduler engine(s);
+  Decisions d1 = engine.Round(0);
+  ASSERT_NE(FindAssignment(d1, "a"), nullptr);
+  EXPECT_EQ(Reason(d1, "b"), "no node with 1 free H100-80GB GPU");
+  // Nothing changed: nothing new to report.
+  Decisions d2 = engine.Round(kMinute);
+  EXPECT_TRUE(d2.assignments.empty());
+  EXPECT_TRUE(d2.pending_reasons.empty());
+  EXPECT_TRUE(d2.running_prices.empty());
+  // "a" finishes: "b" starts.
+  SnapshotDelta delta;
+  delta.remove_jobs = {"a"};
+  engine.ApplyDelta(delta);
+  Decisions d3 = engine.Round(2 * kMinute);
+  ASSERT_NE(FindAssignment(d3, "b"), nullptr);
+  EXPECT_EQ(FindAssignment(d3, "b")->price, 1 * kDollar);
+}
+
+TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
+  // Two empty H100s; arrivals 1g, 1g, 4g, 4g. First fit stacks both 1g on GPU 0 at slots
+  // 0 and 1, which blocks a 4g there (4g only starts at 0): the second 4g fails. Keeping
+  // small slices away from the 4g placement fits all four.
+  for (PackPolicy policy : {PackPolicy::kFirstFit, PackPolicy::kFragmentationAware}) {
+    CapacityIndex index(policy);
+    const int pool = index.AddPool(FindGpuModel("H100-80GB"));
+    const int node = index.AddNode(pool, -1, 2);
+    for (int g = 0; g < 2; ++g) index.SetUsable(index.NodeFirstGpu(node) + g, true);
+    ShapeWeights w;
+    w.slice = {1, 0, 0, 0, 1, 0};  // 1g.10gb and 4g.40gb equally common
+    w.whole = {0, 0};
+    index.SetShapeWeights(pool, w);
+    int placed = 0;
+    for (int profile : {0, 0, 4, 4}) {
+      auto pick = index.PickSlice(pool, profile);
+      if (!pick) continue;
+      ++placed;
+      const uint8_t mask = index.Model(pool).profiles[profile].MaskAt(pick->start);
+      index.SetUsed(pick->gpu, index.Used(pick->gpu) | mask);
+    }
+    EXPECT_EQ(placed, policy == PackPolicy::kFirstFit ? 3 : 4);
+  }
+}
+
+}  // namespace
+}  // namespace surplus::scheduler
