@@ -105,8 +105,8 @@ class JobTable {
 
 // --- UsageMeter ------------------------------------------------------------------
 
-/// Maps the monotonic clock to wall time through one anchor taken at start, so that
-/// wall-clock steps (NTP) never make intervals overlap or leave gaps.
+/// Maps the monotonic clock to wall time through one anchor taken when a run starts, so
+/// that wall-clock steps (NTP) never make the run's intervals overlap or leave gaps.
 struct WallAnchor {
   int64_t wall_ms = 0;    ///< UTC epoch ms at the anchor
   int64_t steady_ms = 0;  ///< monotonic ms at the anchor

@@ -63,6 +63,13 @@ int MpsActiveThreadPercentage(int compute_units);
 /// first ceil(sm_count/group_sms) groups of the slots it occupies (at most what they own),
 /// plus the remainder when it owns slot 7 and is still short of sm_count. The whole-GPU
 /// slice takes everything.
+///
+/// Known issue: on an H100 the 3g slice at placement 4 thus gets 56 + 12 = 68 SMs, yet
+/// its GEMM rate is below that of the 64-SM slice at placement 0 (BENCHMARKS.md): the
+/// remainder SMs are not co-scheduled with the groups, which likely defeats thread-block
+/// clusters. Leaving the remainder out (56 SMs) or splitting with
+/// CU_DEV_SM_RESOURCE_SPLIT_IGNORE_SM_COSCHEDULING (exactly 60) are the candidates; both
+/// need measuring on the GPU.
 struct GreenSlicePlan {
   int first_group = 0;
   int group_count = 0;

@@ -39,7 +39,6 @@ bool IsUsageError(const absl::Status& status) {
 
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
-  if (message.empty()) message = "(no details)";
   if (IsUsageError(status)) return kExitUsage;
   switch (status.code()) {
     case absl::StatusCode::kNotFound:

@@ -218,12 +218,10 @@ absl::StatusOr<JobPage> PgJobStore::ListJobs(const std::string& tenant_id,
   JobPage page;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     page = JobPage{};
-    std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs j WHERE j.seq > $1");
-    if (!tenant_id.empty()) absl::StrAppend(&sql, " AND j.tenant_id = $3");
-    if (!names.empty()) {
-      absl::StrAppend(&sql, " AND j.state = ANY (string_to_array($4, ','))");
-    }
-    absl::StrAppend(&sql, " ORDER BY j.seq LIMIT $2");
+    const std::string sql = absl::StrCat(
+        "SELECT ", kJobColumns,
+        " FROM jobs j WHERE j.seq > $1 AND ($3 = '' OR j.tenant_id = $3)"
+        " AND ($4 = '' OR j.state = ANY (string_to_array($4, ','))) ORDER BY j.seq LIMIT $2");
     auto r = tx.exec_params(sql, after, page_size + 1, tenant_id, absl::StrJoin(names, ","));
     for (size_t i = 0; i < r.size() && static_cast<int>(i) < page_size; ++i) {
       FillJob(r[i], &page.jobs.emplace_back());

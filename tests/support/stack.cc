@@ -1,0 +1,132 @@
+#include "tests/support/stack.h"
+
+#include <signal.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace surplus::testing {
+namespace v1 = surplus::v1;
+
+std::string ControlBin() { return SURPLUS_CONTROL_BIN; }
+std::string BillingBin() { return SURPLUS_BILLING_BIN; }
+std::string WorkerBin() { return SURPLUS_WORKER_BIN; }
+std::string CliBin() { return SURPLUS_CLI_BIN; }
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key, int timeout_ms) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!key.empty()) AddBearer(ctx.get(), key);
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  return ctx;
+}
+
+Stack::Stack(const std::string& name, StackOptions opts) : name_(name), opts_(std::move(opts)) {
+  dir_ = MakeTempDir("surplus-stack-");
+  db_url_ = SharedPg().CreateDatabase(name);
+  grpc_port_ = FreePort();
+  http_port_ = FreePort();
+  billing_port_ = FreePort();
+  std::string out;
+  if (RunCommand({ControlBin(), "migrate", "--database-url", db_url_}, &out) != 0) {
+    throw std::runtime_error("migrate failed: " + out);
+  }
+  StartControl();
+  operator_key_ = std::string(absl::StripAsciiWhitespace(ReadFile(dir_ + "/operator.key")));
+  if (opts_.billing) StartBilling();
+}
+
+Stack::~Stack() {
+  workers_.clear();
+  control_ = Child();
+  billing_ = Child();
+  std::string out;
+  RunCommand({"rm", "-rf", dir_}, &out);
+}
+
+void Stack::StartControl() {
+  std::vector<std::string> argv = {ControlBin(),
+                                   "serve",
+                                   "--database-url",
+                                   db_url_,
+                                   "--listen",
+                                   endpoint(),
+                                   "--http-listen",
+                                   http(),
+                                   "--operator-key-file",
+                                   dir_ + "/operator.key",
+                                   "--round-ms",
+                                   "200",
+                                   "--log-level",
+                                   "info"};
+  for (const auto& a : opts_.control_args) argv.push_back(a);
+  control_ = Child(argv, dir_ + "/control.log");
+  channel_ = MakeChannel(endpoint());
+  if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
+    throw std::runtime_error("surplus-control did not start: " + control_log());
+  }
+}
+
+void Stack::KillControl() { control_.Stop(SIGKILL); }
+
+void Stack::StartBilling() {
+  billing_ = Child({BillingBin(), "--database-url", db_url_, "--listen", billing_endpoint()}, dir_ + "/billing.log");
+  auto ch = MakeChannel(billing_endpoint());
+  if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
+    throw std::runtime_error("surplus-billing did not start: " + ReadFile(dir_ + "/billing.log"));
+  }
+}
+
+void Stack::KillBilling() { billing_.Stop(SIGKILL); }
+
+int Stack::StartWorker(const std::string& node, int gpus, const std::vector<std::string>& extra) {
+  const std::string key = IssueKey(v1::ROLE_WORKER);
+  std::vector<std::string> argv = {WorkerBin(),         "--node",          node,
+                                   "--gpus",            std::to_string(gpus),
+                                   "--control-endpoint", endpoint(),     "--billing-endpoint",
+                                   billing_endpoint(),  "--state-dir",     dir_ + "/worker-" + node,
+                                   "--telemetry-ms",    "200",           "--usage-interval-ms",
+                                   "1000"};
+  for (const auto& a : extra) argv.push_back(a);
+  workers_.emplace_back(argv, dir_ + "/worker-" + node + ".log", std::map<std::string, std::string>{{"SURPLUS_API_KEY", key}});
+  return static_cast<int>(workers_.size()) - 1;
+}
+
+void Stack::KillWorker(int index) { workers_[static_cast<size_t>(index)].Stop(SIGKILL); }
+
+std::string Stack::IssueKey(v1::Role role, const std::string& tenant, std::string* key_id) {
+  v1::IssueApiKeyRequest req;
+  req.set_role(role);
+  req.set_tenant_id(tenant);
+  v1::IssueApiKeyResponse resp;
+  auto ctx = Ctx(operator_key_);
+  grpc::Status s = Operator()->IssueApiKey(ctx.get(), req, &resp);
+  if (!s.ok()) throw std::runtime_error("IssueApiKey: " + s.error_message());
+  if (key_id) *key_id = resp.key_id();
+  return resp.api_key();
+}
+
+std::string Stack::CreateTenant(const std::string& id) {
+  v1::CreateTenantRequest req;
+  req.set_id(id);
+  req.set_display_name(id);
+  v1::Tenant t;
+  auto ctx = Ctx(operator_key_);
+  grpc::Status s = Operator()->CreateTenant(ctx.get(), req, &t);
+  if (!s.ok()) throw std::runtime_error("CreateTenant: " + s.error_message());
+  return IssueKey(v1::ROLE_TENANT, id);
+}
+
+std::unique_ptr<v1::TenantService::Stub> Stack::Tenant() const { return v1::TenantService::NewStub(channel_); }
+std::unique_ptr<v1::OperatorService::Stub> Stack::Operator() const { return v1::OperatorService::NewStub(channel_); }
+std::unique_ptr<v1::FinanceService::Stub> Stack::Finance() const { return v1::FinanceService::NewStub(channel_); }
+
+std::string Stack::Sql(const std::string& sql) const {
+  std::string out;
+  RunCommand({"psql", db_url_, "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql}, &out, false);
+  return std::string(absl::StripTrailingAsciiWhitespace(out));
+}
+
+}  // namespace surplus::testing
