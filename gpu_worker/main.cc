@@ -83,14 +83,14 @@ int main(int argc, char** argv) {
     if (!owner_trace.empty()) {
       auto trace = surplus::worker::LoadOwnerTrace(owner_trace);
       if (!trace.ok()) {
-        spdlog::error("--owner-trace: {}", trace.status().message());
+        spdlog::error("--owner-trace: {}", trace.status().ToString());
         return 2;
       }
       sim.owner_trace = std::move(*trace);
     }
     auto created = surplus::worker::SimBackend::Create(std::move(sim));
     if (!created.ok()) {
-      spdlog::error("sim backend: {}", created.status().message());
+      spdlog::error("sim backend: {}", created.status().ToString());
       return 2;
     }
     backend = std::move(*created);
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     cuda.state_dir = opt.state_dir;
     auto created = surplus::worker::MakeCudaBackend(cuda);
     if (!created.ok()) {
-      spdlog::error("cuda backend: {}", created.status().message());
+      spdlog::error("cuda backend: {}", created.status().ToString());
       return 1;
     }
     backend = std::move(*created);
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
 
   auto worker = surplus::worker::Worker::Create(opt, std::move(backend), std::move(hooks));
   if (!worker.ok()) {
-    spdlog::error("{}", worker.status().message());
+    spdlog::error("{}", worker.status().ToString());
     return 1;
   }
   ::signal(SIGPIPE, SIG_IGN);

@@ -1110,7 +1110,7 @@ struct Worker::Impl {
 
   // ---- control plane stream --------------------------------------------------------
 
-  bool Register(v1::WorkerService::Stub& stub, int64_t* heartbeat_ms) {
+  bool Register(v1::WorkerService::Stub& stub, bool quiet, int64_t* heartbeat_ms) {
     v1::RegisterRequest req;
     req.set_node(options.node);
     req.set_gpu_model(options.gpu_model);
@@ -1129,8 +1129,8 @@ struct Worker::Impl {
     v1::RegisterResponse resp;
     grpc::Status s = stub.Register(&ctx, req, &resp);
     if (!s.ok()) {
-      spdlog::warn("register with {}: {} ({})", options.control_endpoint, s.error_message(),
-                   static_cast<int>(s.error_code()));
+      spdlog::log(quiet ? spdlog::level::debug : spdlog::level::warn, "register with {}: {} ({})",
+                  options.control_endpoint, s.error_message(), static_cast<int>(s.error_code()));
       return false;
     }
     *heartbeat_ms = resp.heartbeat_interval_ms();
@@ -1166,11 +1166,13 @@ struct Worker::Impl {
   }
 
   void ConnectionLoop() {
-    auto channel = MakeChannel(options.control_endpoint, options.tls_ca_file);
-    auto stub = v1::WorkerService::NewStub(channel);
     int64_t backoff = kBackoffMinMs;
     bool warned = false;
+    std::unique_ptr<v1::WorkerService::Stub> stub;
+    // After a failure the channel is made anew: a channel that saw its server go away
+    // may keep failing calls fast with the old error for a while after it is back.
     auto sleep_backoff = [&] {
+      stub.reset();
       std::unique_lock<std::mutex> lock(mu);
       outbox_cv.wait_for(lock, std::chrono::milliseconds(backoff), [&] { return exiting; });
       backoff = std::min(backoff * 2, kBackoffMaxMs);
@@ -1180,8 +1182,9 @@ struct Worker::Impl {
         std::lock_guard<std::mutex> lock(mu);
         if (exiting) return;
       }
+      if (!stub) stub = v1::WorkerService::NewStub(MakeChannel(options.control_endpoint, options.tls_ca_file));
       int64_t heartbeat_ms = 0;
-      if (!Register(*stub, &heartbeat_ms)) {
+      if (!Register(*stub, warned, &heartbeat_ms)) {
         if (!warned) spdlog::warn("control plane unreachable; jobs keep running, retrying");
         warned = true;
         sleep_backoff();
@@ -1245,8 +1248,7 @@ struct Worker::Impl {
   // ---- billing -------------------------------------------------------------------
 
   void UsageLoop() {
-    auto channel = MakeChannel(options.billing_endpoint, options.tls_ca_file);
-    auto stub = v1::BillingService::NewStub(channel);
+    std::unique_ptr<v1::BillingService::Stub> stub;
     int64_t backoff = kBackoffMinMs;
     bool failing = false;
     auto last_compact = std::chrono::steady_clock::now();
@@ -1284,6 +1286,7 @@ struct Worker::Impl {
           billing_ctx = &ctx;
         }
         v1::ReportUsageResponse resp;
+        if (!stub) stub = v1::BillingService::NewStub(MakeChannel(options.billing_endpoint, options.tls_ca_file));
         grpc::Status s = stub->ReportUsage(&ctx, req, &resp);
         {
           std::lock_guard<std::mutex> lock(mu);
@@ -1295,6 +1298,7 @@ struct Worker::Impl {
                          options.billing_endpoint, s.error_message());
           }
           failing = true;
+          stub.reset();  // a fresh channel for the next try (see ConnectionLoop)
           wait_ms = backoff;
           backoff = std::min(backoff * 2, kBackoffMaxMs);
         } else {

@@ -358,8 +358,9 @@ TEST(LogCursor, ChunksAtMost64KiBAndResendsUnackedWithSameBoundaries) {
   std::vector<std::pair<int64_t, int64_t>> got;
   while (auto chunk = c.Next(size)) got.push_back(*chunk);
   ASSERT_EQ(got.size(), 4u);
-  EXPECT_EQ(got[0], std::make_pair<int64_t, int64_t>(0, 65536));
-  EXPECT_EQ(got[3], std::make_pair<int64_t, int64_t>(196608, 8192));
+  using Range = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(got[0], Range(0, 65536));
+  EXPECT_EQ(got[3], Range(196608, 8192));
   // Four chunks await an ack: no fifth even when the file grows.
   EXPECT_FALSE(c.Next(size + 100).has_value());
   EXPECT_FALSE(c.Drained(size));

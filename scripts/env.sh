@@ -1,0 +1,7 @@
+# Sourced by the project's scripts: puts PostgreSQL's server programs on PATH.
+if ! command -v initdb >/dev/null 2>&1; then
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && PATH="$d:$PATH"
+  done
+  export PATH
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the tests: installs missing packages, builds, then runs
+# unit, PostgreSQL, end-to-end and GPU tests with CTest. Tests start their own
+# PostgreSQL servers (initdb under a temporary folder, loopback only, as the
+# `postgres` user when run as root). GPU tests skip, and say why, without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+source scripts/env.sh
+bash scripts/build.sh
+BUILD_DIR="${SURPLUS_BUILD_DIR:-build}"
+# Temporary folders of the tests live under the build folder, readable by `postgres`.
+export TMPDIR="$PWD/$BUILD_DIR/test-tmp"
+mkdir -p "$TMPDIR"
+chmod 1777 "$TMPDIR"
+[ "$(id -u)" -eq 0 ] && chmod o+x "$PWD" "$PWD/$BUILD_DIR" 2>/dev/null || true
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 "$@"
