@@ -1,0 +1,321 @@
+// End to end on one machine: real surplus-control, surplus-billing and simulated
+// surplus-worker processes on loopback ports, a real PostgreSQL, driven through gRPC and
+// the `surplus` CLI.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <map>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/support/stack.h"
+
+namespace surplus::testing {
+namespace {
+namespace v1 = surplus::v1;
+
+// Reserve price: $1.234567 per GPU-hour, so that amounts need rounding.
+constexpr int64_t kReserve = 1'234'567;
+
+// The test's own 128-bit integer, independent of the project's money code.
+__extension__ typedef __int128 Wide;
+
+v1::JobSpec ExecSpec(const std::string& request_id, const std::vector<std::string>& argv, int whole_gpus,
+                     const std::string& slice, int64_t bid) {
+  v1::JobSpec spec;
+  spec.set_request_id(request_id);
+  if (slice.empty()) {
+    spec.mutable_shape()->mutable_whole_gpus()->set_count(whole_gpus);
+  } else {
+    spec.mutable_shape()->set_slice_profile(slice);
+  }
+  spec.set_tier(v1::TIER_SPOT);
+  spec.set_bid_micros_per_gpu_hour(bid);
+  for (const auto& a : argv) spec.mutable_workload()->mutable_exec()->add_argv(a);
+  return spec;
+}
+
+class E2e : public ::testing::Test {
+ protected:
+  void Start(const std::string& name, std::vector<std::string> control_args = {}) {
+    StackOptions o;
+    o.billing = true;
+    o.control_args = std::move(control_args);
+    stack_ = std::make_unique<Stack>(name, o);
+    key_ = stack_->CreateTenant("acme");
+    v1::SetReservePriceRequest req;
+    req.set_gpu_model("H100-80GB");
+    req.set_reserve_micros_per_gpu_hour(kReserve);
+    v1::SetReservePriceResponse resp;
+    auto c = Ctx(stack_->operator_key());
+    ASSERT_TRUE(stack_->Operator()->SetReservePrice(c.get(), req, &resp).ok());
+  }
+
+  std::string Submit(const v1::JobSpec& spec) {
+    v1::SubmitJobRequest req;
+    *req.mutable_spec() = spec;
+    v1::SubmitJobResponse resp;
+    auto c = Ctx(key_);
+    grpc::Status s = stack_->Tenant()->SubmitJob(c.get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.job().id();
+  }
+
+  v1::Job Get(const std::string& id) {
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    v1::Job job;
+    auto c = Ctx(key_);
+    stack_->Tenant()->GetJob(c.get(), req, &job);
+    return job;
+  }
+
+  // Waits until the job is in `state` (and, for RUNNING, has started on its node).
+  bool WaitState(const std::string& id, v1::JobState state, int timeout_ms) {
+    return WaitFor(
+        [&] {
+          v1::Job j = Get(id);
+          return j.state() == state && (state != v1::JOB_STATE_RUNNING || j.has_started_at());
+        },
+        timeout_ms);
+  }
+
+  // Waits until billing holds the job's final usage record.
+  bool WaitFinalUsage(const std::string& id, int timeout_ms) {
+    return WaitFor([&] { return stack_->Sql("SELECT count(*) FROM usage_records WHERE final AND job_id = '" + id + "'") == "1"; },
+                   timeout_ms);
+  }
+
+  struct Rec {
+    int64_t start, end, gpu_ms;
+  };
+  std::vector<Rec> Records(const std::string& id) {
+    std::vector<Rec> out;
+    const std::string rows = stack_->Sql(
+        "SELECT start_ms, end_ms, gpu_ms FROM usage_records WHERE job_id = '" + id + "' ORDER BY start_ms");
+    for (absl::string_view line : absl::StrSplit(rows, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, '|');
+      Rec r{};
+      EXPECT_TRUE(absl::SimpleAtoi(f[0], &r.start) && absl::SimpleAtoi(f[1], &r.end) && absl::SimpleAtoi(f[2], &r.gpu_ms));
+      out.push_back(r);
+    }
+    return out;
+  }
+
+  // Usage intervals of a job tile its run: no gap, no overlap, nothing twice; returns the
+  // metered wall milliseconds.
+  int64_t ExpectTiled(const std::string& id) {
+    std::vector<Rec> recs = Records(id);
+    EXPECT_FALSE(recs.empty()) << id;
+    for (size_t i = 1; i < recs.size(); ++i) {
+      EXPECT_EQ(recs[i].start, recs[i - 1].end) << id << " record " << i;
+    }
+    return recs.empty() ? 0 : recs.back().end - recs.front().start;
+  }
+
+  // The invoice as the test computes it from the raw tables: per job, the sum over usage
+  // records of gpu_ms x price in force, divided by 3,600,000 once, half to even.
+  std::map<std::string, int64_t> IndependentAmounts(const std::string& period) {
+    std::map<std::string, Wide> numerators;
+    const std::string rows = stack_->Sql(
+        "SELECT u.job_id, u.gpu_ms, (SELECT p.price_micros FROM job_prices p WHERE p.job_id = u.job_id"
+        " AND p.effective_ms <= greatest(u.start_ms, (SELECT min(effective_ms) FROM job_prices q WHERE"
+        " q.job_id = u.job_id)) ORDER BY p.effective_ms DESC LIMIT 1)"
+        " FROM usage_records u WHERE u.tenant_id = 'acme' AND to_char(to_timestamp(u.start_ms / 1000.0)"
+        " AT TIME ZONE 'UTC', 'YYYY-MM') = '" + period + "'");
+    for (absl::string_view line : absl::StrSplit(rows, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, '|');
+      int64_t gpu_ms = 0, price = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(f[1], &gpu_ms) && absl::SimpleAtoi(f[2], &price)) << line;
+      numerators[f[0]] += static_cast<Wide>(gpu_ms) * price;
+    }
+    std::map<std::string, int64_t> out;
+    for (const auto& [job, num] : numerators) {
+      Wide q = num / 3'600'000;
+      const Wide r = num % 3'600'000;
+      if (2 * r > 3'600'000 || (2 * r == 3'600'000 && q % 2 == 1)) ++q;  // half to even
+      out[job] = static_cast<int64_t>(q);
+    }
+    return out;
+  }
+
+  v1::Invoice Invoice(const std::string& period) {
+    v1::GetInvoiceRequest req;
+    req.set_tenant_id("acme");
+    req.set_period(period);
+    v1::Invoice inv;
+    auto c = Ctx(stack_->IssueKey(v1::ROLE_FINANCE));
+    grpc::Status s = stack_->Finance()->GetInvoice(c.get(), req, &inv);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return inv;
+  }
+
+  std::string Period() {
+    return stack_->Sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')");
+  }
+
+  void ExpectInvoiceMatchesRawTables() {
+    const std::string period = Period();
+    const v1::Invoice inv = Invoice(period);
+    const auto expected = IndependentAmounts(period);
+    int64_t total = 0;
+    ASSERT_EQ(static_cast<size_t>(inv.lines_size()), expected.size());
+    for (const auto& line : inv.lines()) {
+      auto it = expected.find(line.job_id());
+      ASSERT_NE(it, expected.end()) << line.job_id();
+      EXPECT_EQ(line.amount_micros(), it->second) << line.job_id();
+      EXPECT_GT(line.amount_micros(), 0);
+      total += it->second;
+    }
+    EXPECT_EQ(inv.total_micros(), total);
+  }
+
+  std::unique_ptr<Stack> stack_;
+  std::string key_;
+};
+
+TEST_F(E2e, JobsRunToTheirEndStatesWithLogsAndInvoice) {
+  Start("lifecycle");
+  stack_->StartWorker("node-a", 8);
+  const std::string ok = Submit(ExecSpec("ok", {"/bin/sh", "-c", "echo hello from surplus; sleep 2"}, 1, "", 3'000'000));
+  const std::string bad = Submit(ExecSpec("bad", {"/bin/sh", "-c", "echo failing >&2; sleep 1; exit 3"}, 0, "1g.10gb", 3'000'000));
+  const std::string missing = Submit(ExecSpec("missing", {"/no/such/program"}, 0, "2g.20gb", 3'000'000));
+  const std::string cancelled = Submit(ExecSpec("cancel", {"sleep", "60"}, 2, "", 3'000'000));
+
+  EXPECT_EQ(Get(ok).state(), v1::JOB_STATE_PENDING);
+  ASSERT_TRUE(WaitState(ok, v1::JOB_STATE_RUNNING, 15000)) << stack_->control_log();
+  ASSERT_TRUE(WaitState(cancelled, v1::JOB_STATE_RUNNING, 15000));
+  v1::CancelJobRequest creq;
+  creq.set_job_id(cancelled);
+  v1::Job cj;
+  auto cc = Ctx(key_);
+  ASSERT_TRUE(stack_->Tenant()->CancelJob(cc.get(), creq, &cj).ok());
+
+  ASSERT_TRUE(WaitState(ok, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(ok).reason();
+  v1::Job okj = Get(ok);
+  EXPECT_TRUE(okj.has_exit_code());
+  EXPECT_EQ(okj.exit_code(), 0);
+  ASSERT_TRUE(WaitState(bad, v1::JOB_STATE_FAILED, 20000)) << Get(bad).reason();
+  EXPECT_EQ(Get(bad).exit_code(), 3);
+  ASSERT_TRUE(WaitState(missing, v1::JOB_STATE_FAILED, 20000)) << Get(missing).reason();
+  EXPECT_NE(Get(missing).reason().find("failed to start"), std::string::npos) << Get(missing).reason();
+  ASSERT_TRUE(WaitState(cancelled, v1::JOB_STATE_CANCELLED, 20000)) << Get(cancelled).reason();
+
+  // The log is readable through the CLI.
+  bool logged = WaitFor(
+      [&] {
+        std::string out;
+        RunCommand({CliBin(), "logs", ok}, &out, true,
+                   {{"SURPLUS_ENDPOINT", stack_->endpoint()}, {"SURPLUS_API_KEY", key_}});
+        return out.find("hello from surplus") != std::string::npos;
+      },
+      10000);
+  EXPECT_TRUE(logged);
+
+  for (const auto& id : {ok, bad, cancelled}) {
+    ASSERT_TRUE(WaitFinalUsage(id, 20000)) << id;
+    ExpectTiled(id);
+  }
+  // A whole GPU for ~2 s: 2 s x 7/7 x 1 GPU of GPU-ms, give or take start-up.
+  int64_t ok_gpu_ms = 0;
+  for (const auto& r : Records(ok)) ok_gpu_ms += r.gpu_ms;
+  EXPECT_GE(ok_gpu_ms, 1900);
+  EXPECT_LE(ok_gpu_ms, 4000);
+  ExpectInvoiceMatchesRawTables();
+}
+
+TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
+  Start("preempt", {"--preemption-notice-ms", "3000"});
+  stack_->StartWorker("node-p", 1);
+  const std::string marker = stack_->dir() + "/term-seen";
+  // Traps SIGTERM, records the notice file it was given, then keeps running past the notice.
+  const std::string script = absl::StrCat(
+      "trap 'cat \"$SURPLUS_PREEMPT_NOTICE_FILE\" > ", marker, ".tmp; mv ", marker, ".tmp ", marker,
+      "; sleep 60' TERM; while true; do sleep 0.1; done");
+  const std::string low = Submit(ExecSpec("low", {"/bin/sh", "-c", script}, 1, "", 1'500'000));
+  ASSERT_TRUE(WaitState(low, v1::JOB_STATE_RUNNING, 15000)) << stack_->control_log();
+  const std::string high = Submit(ExecSpec("high", {"sleep", "2"}, 1, "", 9'000'000));
+  ASSERT_TRUE(WaitState(low, v1::JOB_STATE_PREEMPTED, 20000)) << Get(low).reason();
+  EXPECT_NE(Get(low).reason().find("outbid"), std::string::npos) << Get(low).reason();
+  // The job saw SIGTERM with its notice file before it was killed.
+  EXPECT_FALSE(ReadFile(marker).empty());
+  ASSERT_TRUE(WaitState(high, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(high).reason();
+  // The high bid paid the clearing price, never more than its bid.
+  const v1::Job h = Get(high);
+  EXPECT_LE(h.price_micros_per_gpu_hour(), 9'000'000);
+  ASSERT_TRUE(WaitFinalUsage(high, 20000));
+  ASSERT_TRUE(WaitFinalUsage(low, 20000));
+  ExpectInvoiceMatchesRawTables();
+}
+
+TEST_F(E2e, BillingKilledMidRunLosesAndDoublesNothing) {
+  Start("billing-kill");
+  stack_->StartWorker("node-b", 2);
+  const std::string id = Submit(ExecSpec("long", {"sleep", "5"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  stack_->KillBilling();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  stack_->StartBilling();
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(id).reason();
+  ASSERT_TRUE(WaitFinalUsage(id, 20000));
+  const int64_t wall = ExpectTiled(id);
+  // The whole run is metered once: about 5 s of one whole GPU.
+  int64_t gpu_ms = 0;
+  for (const auto& r : Records(id)) gpu_ms += r.gpu_ms;
+  EXPECT_EQ(gpu_ms, wall);
+  EXPECT_GE(gpu_ms, 4900);
+  EXPECT_LE(gpu_ms, 7000);
+  ExpectInvoiceMatchesRawTables();
+}
+
+TEST_F(E2e, ControlKilledRunningJobsFinish) {
+  Start("control-kill");
+  stack_->StartWorker("node-c", 2);
+  const std::string id = Submit(ExecSpec("survivor", {"sleep", "4"}, 0, "3g.40gb", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000));
+  stack_->KillControl();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  stack_->StartControl();
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(id).reason();
+  EXPECT_EQ(Get(id).exit_code(), 0);
+  ASSERT_TRUE(WaitFinalUsage(id, 20000));
+  const int64_t wall = ExpectTiled(id);
+  int64_t gpu_ms = 0;
+  for (const auto& r : Records(id)) gpu_ms += r.gpu_ms;
+  // 3g = 3 of 7 compute units: GPU-ms = wall x 3 / 7, truncated per record.
+  EXPECT_NEAR(static_cast<double>(gpu_ms), static_cast<double>(wall) * 3 / 7, 10.0);
+  EXPECT_GE(wall, 3900);
+  ExpectInvoiceMatchesRawTables();
+}
+
+TEST_F(E2e, WorkerKilledJobsBecomeLostAndBillingStops) {
+  Start("worker-kill", {"--lost-after-ms", "2500"});
+  const int w = stack_->StartWorker("node-w", 1);
+  const std::string id = Submit(ExecSpec("orphan", {"sleep", "15"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  stack_->KillWorker(w);
+  int64_t killed_ms = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(stack_->Sql("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"), &killed_ms));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_LOST, 10000)) << Get(id).reason();
+  // Billing ends at the last record the worker delivered; nothing after the kill.
+  const std::string last_end = stack_->Sql("SELECT coalesce(max(end_ms), 0) FROM usage_records WHERE job_id = '" + id + "'");
+  int64_t last = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(last_end, &last));
+  EXPECT_LE(last, killed_ms);
+  const v1::Invoice inv = Invoice(Period());
+  int64_t billed_gpu_ms = 0;
+  for (const auto& l : inv.lines()) billed_gpu_ms += l.gpu_ms();
+  int64_t recorded = 0;
+  for (const auto& r : Records(id)) recorded += r.gpu_ms;
+  EXPECT_EQ(billed_gpu_ms, recorded);
+  std::string out;
+  RunCommand({"pkill", "-f", "sleep 15"}, &out);
+}
+
+}  // namespace
+}  // namespace surplus::testing
