@@ -64,7 +64,7 @@ int RunHarvestBench(int argc, char** argv) {
   if (nodes_path.empty() || pods_path.empty() || !flags.bad().empty() || copies < 1) {
     std::fprintf(stderr,
                  "usage: surplus-bench harvest --nodes NODES.csv --pods PODS.csv [--window-s S] "
-                 "[--notice-s S] [--saturate [--copies K]] [--json]\n");
+                 "[--notice-s S] [--saturate [--copies K]] [--start-s S] [--hours H] [--json]\n");
     return 2;
   }
   auto nodes = ReadTraceNodes(nodes_path);
@@ -116,11 +116,35 @@ int RunHarvestBench(int argc, char** argv) {
   };
   std::vector<Owner> owners;
   std::vector<Tenant> tenants;
+  // Measured span: the whole trace by default; with --saturate (or --hours) a window of
+  // `hours` from --start-s, by default where the busiest part of the trace begins (the 5th
+  // percentile of pod creation times).
   int64_t t_begin = INT64_MAX, t_end = 0;
+  std::vector<int64_t> created;
   for (const TracePod& p : *pods) {
     if (p.num_gpu <= 0 || p.deletion_s <= p.creation_s) continue;
     t_begin = std::min(t_begin, p.creation_s * 1000);
     t_end = std::max(t_end, p.deletion_s * 1000);
+    created.push_back(p.creation_s * 1000);
+  }
+  if (saturate || flags.Has("hours") || flags.Has("start-s")) {
+    std::sort(created.begin(), created.end());
+    t_begin = flags.Has("start-s") ? flags.GetInt("start-s", 0) * 1000
+                                   : (created.empty() ? 0 : created[created.size() / 20]);
+    t_end = t_begin + flags.GetInt("hours", 24) * 3'600'000;
+  }
+  std::vector<TracePod> clipped;
+  for (const TracePod& p : *pods) {
+    if (p.num_gpu <= 0 || p.deletion_s <= p.creation_s) continue;
+    if (p.deletion_s * 1000 <= t_begin || p.creation_s * 1000 >= t_end) continue;
+    TracePod c = p;
+    // Pods alive when the span starts begin with it.
+    if (c.creation_s * 1000 < t_begin) c.creation_s = (t_begin + 999) / 1000;
+    if (c.deletion_s <= c.creation_s) continue;
+    clipped.push_back(std::move(c));
+  }
+  t_begin = (t_begin + 999) / 1000 * 1000;
+  for (const TracePod& p : clipped) {
     if (p.qos == "BE") {
       for (int c = 0; c < (saturate ? copies : 1); ++c) {
         Tenant t;
@@ -145,8 +169,8 @@ int RunHarvestBench(int argc, char** argv) {
   std::vector<int64_t> duration(tenants.size());
   {
     size_t k = 0;
-    for (const TracePod& p : *pods) {
-      if (p.num_gpu <= 0 || p.deletion_s <= p.creation_s || p.qos != "BE") continue;
+    for (const TracePod& p : clipped) {
+      if (p.qos != "BE") continue;
       JobShape s;
       int64_t u;
       if (!PodShape(p, &s, &u)) continue;

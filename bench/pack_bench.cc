@@ -5,7 +5,6 @@
 // share of GPU compute units allocated when the first pod fails and when 5% have failed.
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -84,20 +83,6 @@ PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<
         continue;
       }
       ++r.failed;
-      if (std::getenv("PACK_DEBUG")) {
-        int full = 0, partial = 0, partial_units = 0;
-        for (int n = 0; n < index.node_count(); ++n) {
-          for (int g = 0; g < index.NodeGpuCount(n); ++g) {
-            const uint8_t f = index.FreeMask(index.NodeFirstGpu(n) + g);
-            if (f == 0xFF) ++full;
-            else if (f) { ++partial; partial_units += index.Table(pool).capacity[f]; }
-          }
-        }
-        std::fprintf(stderr, "%s fail #%lld: %s%d units=%lld used=%.4f full_free_gpus=%d partial=%d partial_units=%d\n",
-                     name.c_str(), static_cast<long long>(r.failed), d.profile >= 0 ? "slice p" : "whole x",
-                     d.profile >= 0 ? d.profile : d.shape.gpus_per_node, static_cast<long long>(d.units),
-                     static_cast<double>(used) / total_units, full, partial, partial_units);
-      }
       const double ratio = static_cast<double>(used) / static_cast<double>(total_units);
       if (!first_failed) {
         first_failed = true;

@@ -434,6 +434,7 @@ struct Worker::Impl {
   uint64_t stream_gen = 0;
   bool connected = false;
   bool read_done = false;
+  bool billing_failing = false;  // the last ReportUsage failed
   bool draining = false;  // shutting down: no new jobs
   bool exiting = false;   // threads leave their loops
   grpc::ClientContext* stream_ctx = nullptr;
@@ -1298,12 +1299,20 @@ struct Worker::Impl {
                          options.billing_endpoint, s.error_message());
           }
           failing = true;
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            billing_failing = true;
+          }
           stub.reset();  // a fresh channel for the next try (see ConnectionLoop)
           wait_ms = backoff;
           backoff = std::min(backoff * 2, kBackoffMaxMs);
         } else {
           if (failing) spdlog::info("billing reachable again");
           failing = false;
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            billing_failing = false;
+          }
           backoff = kBackoffMinMs;
           std::set<uint64_t> acked(resp.acked_seqs().begin(), resp.acked_seqs().end());
           // Pending is in order and everything before it is acked already, so an acked
@@ -1334,7 +1343,7 @@ struct Worker::Impl {
       std::unique_lock<std::mutex> lock(mu);
       if (exiting) return;
       if (wait_ms > 0) {
-        spool_cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return exiting; });
+        spool_cv.wait_for(lock, std::chrono::milliseconds(wait_ms));  // new records wake it early
       }
       if (exiting) return;
     }
@@ -1430,12 +1439,17 @@ absl::Status Worker::Run(const std::atomic<bool>& stop) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  // Give the log follower and the stream a moment to deliver the final statuses.
+  // Give the log follower, the stream and the usage sender a moment to deliver the
+  // final statuses and records (what is left goes out after the next start).
   const auto flush_deadline = deadline_for_flush();
   while (std::chrono::steady_clock::now() < flush_deadline) {
     {
       std::lock_guard<std::mutex> lock(w.mu);
-      if (!w.connected || (w.outbox.empty() && w.logs.empty() && w.jobs.empty())) break;
+      const bool control_done =
+          !w.connected || (w.outbox.empty() && w.logs.empty() && w.jobs.empty());
+      const bool usage_done = w.billing_failing || w.spool->pending_count() == 0;
+      if (control_done && usage_done) break;
+      if (!usage_done) w.spool_cv.notify_all();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -1020,7 +1020,7 @@ std::string IncrementalScheduler::FormatReason(const Job& job, const ReasonKey& 
                           " for ", model);
     case Why::kOverGpuQuota: {
       std::string text = absl::StrCat("over quota: tenant ", tenant.name, " has ", GpusText(key.a),
-                                      " GPUs (max ", key.b, ")");
+                                      key.a == kComputeUnitsPerGpu ? " GPU" : " GPUs", " (max ", key.b, ")");
       if (key.a < key.b * kComputeUnitsPerGpu) {
         absl::StrAppend(&text, ", job needs ", GpusText(job.units));
       }
