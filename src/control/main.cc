@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
   ctx.config.harvest.owner_idle_window_ms = owner_idle_window_ms;
   ctx.config.market.min_preempt_gap = min_preempt_gap;
   ctx.config.market.min_runtime_before_preempt_ms = min_runtime_before_preempt_ms;
+  ctx.config.market.preempt_notice_ms = notice_ms;
   for (const auto& lp : list_prices) {
     std::vector<std::string> kv = absl::StrSplit(lp, absl::MaxSplits('=', 1));
     const surplus::GpuModel* model = kv.size() == 2 ? surplus::FindGpuModel(kv[0]) : nullptr;

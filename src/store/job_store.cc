@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -79,6 +80,42 @@ void AddEvent(pqxx::work& tx, const std::string& job_id, int64_t at_ms, const st
 
 std::string JoinInts(const std::vector<int>& v) { return absl::StrJoin(v, ","); }
 
+constexpr char kNewJobReason[] = "waiting for the next scheduling round";
+
+// Many jobs in one statement: one array per column, one element per job.
+constexpr char kInsertJobsBulk[] =
+    "WITH j AS ("
+    " INSERT INTO jobs (id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
+    "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, state,"
+    "  reason, created_ms)"
+    " SELECT id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile, gpus_per_node,"
+    "  node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, 'PENDING',"
+    "  'waiting for the next scheduling round', created_ms"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    "  $8::int[], $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::bool[],"
+    "  $15::bigint[]) AS v(id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
+    "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, created_ms)"
+    " ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, created_ms),"
+    " e AS (INSERT INTO job_events (job_id, at_ms, state, reason)"
+    "  SELECT id, created_ms, 'PENDING', 'submitted' FROM j)"
+    " SELECT id FROM j";
+
+// A PostgreSQL array literal of text elements, each quoted and escaped.
+std::string PgArray(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out.push_back(',');
+    out.push_back('"');
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
 constexpr char kInsertJob[] =
     "WITH j AS ("
     " INSERT INTO jobs (id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
@@ -128,15 +165,30 @@ PgJobStore::PgJobStore(PgPool& pool) : pool_(pool) {
   pool_.AddPrepared("job_by_request", absl::StrCat("SELECT ", kJobColumns,
                                                    " FROM jobs j WHERE j.tenant_id = $1 AND j.request_id = $2"));
   pool_.AddPrepared("job_by_id", absl::StrCat("SELECT ", kJobColumns, " FROM jobs j WHERE j.id = $1"));
+  // Pending jobs are counted only for tenants that have a pending-jobs quota.
   pool_.AddPrepared("tenant_pending_quota",
-                    "SELECT t.max_pending_jobs, (SELECT count(*) FROM jobs WHERE tenant_id = t.id AND"
-                    " state = 'PENDING') FROM tenants t WHERE t.id = $1");
+                    "SELECT t.max_pending_jobs, CASE WHEN t.max_pending_jobs > 0 THEN (SELECT count(*)"
+                    " FROM jobs WHERE tenant_id = t.id AND state = 'PENDING') ELSE 0 END"
+                    " FROM tenants t WHERE t.id = $1");
+  pool_.AddPrepared("insert_jobs_bulk", kInsertJobsBulk);
 }
 
 std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>& items) {
   std::vector<SubmitOutcome> out(items.size());
+  // The reply for a job just inserted, built from what was written.
+  auto FillNew = [](const std::string& id, const SubmitItem& it, SubmitOutcome* o) {
+    o->created = true;
+    o->job.set_id(id);
+    o->job.set_tenant_id(it.tenant_id);
+    *o->job.mutable_spec() = it.spec;
+    o->job.set_state(v1::JOB_STATE_PENDING);
+    o->job.set_reason(kNewJobReason);
+    SetTimestampMs(it.now_ms, o->job.mutable_created_at());
+  };
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     std::map<std::string, std::pair<int64_t, int64_t>> quota;  // tenant -> (max, pending)
+    std::vector<size_t> bulk;                 // items inserted by the one bulk statement
+    std::vector<std::vector<std::string>> cols(15);
     for (size_t i = 0; i < items.size(); ++i) {
       const SubmitItem& it = items[i];
       SubmitOutcome& o = out[i];
@@ -157,28 +209,71 @@ std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>
       int gpus = shape.has_whole_gpus() ? shape.whole_gpus().count()
                                         : (shape.has_gang() ? shape.gang().gpus_per_node() : 0);
       int node_count = shape.has_gang() ? shape.gang().nodes() : 1;
-      // Check the pending-jobs quota only for a new request id.
-      auto existing = tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id());
-      if (!existing.empty()) {
-        FillJob(existing[0], &o.job);
-        continue;
-      }
-      if (q->second.first > 0 && q->second.second >= q->second.first) {
-        o.status = absl::ResourceExhaustedError(absl::StrCat(
-            "over quota: tenant '", it.tenant_id, "' has ", q->second.second,
-            " pending jobs (max ", q->second.first, ")"));
-        continue;
+      const bool limited = q->second.first > 0;
+      if (limited) {
+        // The pending-jobs quota applies to new request ids only.
+        auto existing = tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id());
+        if (!existing.empty()) {
+          FillJob(existing[0], &o.job);
+          continue;
+        }
+        if (q->second.second >= q->second.first) {
+          o.status = absl::ResourceExhaustedError(absl::StrCat(
+              "over quota: tenant '", it.tenant_id, "' has ", q->second.second,
+              " pending jobs (max ", q->second.first, ")"));
+          continue;
+        }
       }
       const std::string id = absl::StrCat("job-", RandomHex(8));
+      const std::string tier = spec.tier() == v1::TIER_ON_DEMAND ? "on_demand" : "spot";
+      if (!limited) {
+        bulk.push_back(i);
+        cols[0].push_back(id);
+        cols[1].push_back(it.tenant_id);
+        cols[2].push_back(spec.request_id());
+        cols[3].push_back(spec.name());
+        cols[4].push_back(spec_json);
+        cols[5].push_back(ShapeKind(shape));
+        cols[6].push_back(shape.slice_profile());
+        cols[7].push_back(std::to_string(gpus));
+        cols[8].push_back(std::to_string(node_count));
+        cols[9].push_back(tier);
+        cols[10].push_back(std::to_string(spec.bid_micros_per_gpu_hour()));
+        cols[11].push_back(spec.gpu_model());
+        cols[12].push_back(std::to_string(spec.max_runtime_seconds() * 1000));
+        cols[13].push_back(spec.requeue() ? "t" : "f");
+        cols[14].push_back(std::to_string(it.now_ms));
+        o.job.set_id(id);
+        continue;
+      }
       auto r = tx.exec_prepared(
           "insert_job", id, it.tenant_id, spec.request_id(), spec.name(), spec_json, ShapeKind(shape),
-          shape.slice_profile(), gpus, node_count,
-          spec.tier() == v1::TIER_ON_DEMAND ? "on_demand" : "spot", spec.bid_micros_per_gpu_hour(),
+          shape.slice_profile(), gpus, node_count, tier, spec.bid_micros_per_gpu_hour(),
           spec.gpu_model(), spec.max_runtime_seconds() * 1000, spec.requeue(), it.now_ms);
-      auto row = tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id());
-      FillJob(row[0], &o.job);
-      o.created = !r.empty();
-      if (o.created) ++q->second.second;
+      if (r.empty()) {
+        FillJob(tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id())[0], &o.job);
+        continue;
+      }
+      FillNew(id, it, &o);
+      ++q->second.second;
+    }
+    if (bulk.empty()) return;
+    auto r = tx.exec_prepared("insert_jobs_bulk", PgArray(cols[0]), PgArray(cols[1]), PgArray(cols[2]),
+                              PgArray(cols[3]), PgArray(cols[4]), PgArray(cols[5]), PgArray(cols[6]),
+                              PgArray(cols[7]), PgArray(cols[8]), PgArray(cols[9]), PgArray(cols[10]),
+                              PgArray(cols[11]), PgArray(cols[12]), PgArray(cols[13]), PgArray(cols[14]));
+    std::set<std::string> inserted;
+    for (const auto& row : r) inserted.insert(row[0].as<std::string>());
+    for (size_t i : bulk) {
+      SubmitOutcome& o = out[i];
+      const std::string id = o.job.id();
+      if (inserted.count(id)) {
+        FillNew(id, items[i], &o);
+      } else {
+        // The request id was seen before (or earlier in this batch): the job created then.
+        o.job.Clear();
+        FillJob(tx.exec_prepared("job_by_request", items[i].tenant_id, items[i].spec.request_id())[0], &o.job);
+      }
     }
   });
   if (!st.ok()) {
@@ -296,7 +391,7 @@ absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
         " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
         " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||"
         "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"
-        "   WHERE p.job_id = j.id AND p.attempt = j.attempt)"
+        "   WHERE p.job_id = j.id AND p.attempt = j.attempt), coalesce(j.stop_deadline_ms, 0)"
         " FROM jobs j WHERE j.state IN ('PENDING', 'RUNNING') ORDER BY j.seq");
     out.reserve(r.size());
     for (const auto& row : r) {
@@ -318,6 +413,9 @@ absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
       v.max_runtime_ms = row[10].as<int64_t>();
       v.running = row[11].as<std::string>() == "RUNNING";
       v.started_at_ms = row[12].as<int64_t>();
+      // A job under notice keeps its GPUs until it stops and is not preempted twice.
+      v.preempting = v.running && row[13].as<bool>();
+      v.preempt_deadline_ms = row[15].as<int64_t>();
       if (v.running && !row[14].is_null()) {
         google::protobuf::RepeatedPtrField<v1::Placement> ps;
         ParsePlacements(row[14].as<std::string>(), &ps);

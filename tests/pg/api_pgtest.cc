@@ -116,6 +116,26 @@ TEST_F(ApiTest, RepeatedRequestIdYieldsOneJob) {
   EXPECT_EQ(stack_->Sql("SELECT count(*) FROM jobs WHERE tenant_id = 'idem'"), "2");
 }
 
+TEST_F(ApiTest, PendingJobsQuotaIsResourceExhausted) {
+  v1::CreateTenantRequest ct;
+  ct.set_id("capped");
+  ct.set_max_pending_jobs(2);
+  v1::Tenant t;
+  auto op = Ctx(stack_->operator_key());
+  ASSERT_TRUE(stack_->Operator()->CreateTenant(op.get(), ct, &t).ok());
+  const std::string key = stack_->IssueKey(v1::ROLE_TENANT, "capped");
+  v1::SubmitJobResponse sub;
+  ASSERT_TRUE(Submit(*stack_, key, SleepSpec("q-1"), &sub).ok());
+  ASSERT_TRUE(Submit(*stack_, key, SleepSpec("q-2"), &sub).ok());
+  grpc::Status s = Submit(*stack_, key, SleepSpec("q-3"), &sub);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("over quota"), std::string::npos);
+  // A retry of an accepted request still answers with its job.
+  ASSERT_TRUE(Submit(*stack_, key, SleepSpec("q-1"), &sub).ok());
+  EXPECT_FALSE(sub.created());
+  EXPECT_EQ(stack_->Sql("SELECT count(*) FROM jobs WHERE tenant_id = 'capped'"), "2");
+}
+
 TEST_F(ApiTest, AnotherTenantsJobIsNotFound) {
   const std::string alice = stack_->CreateTenant("alice");
   const std::string bob = stack_->CreateTenant("bob");
