@@ -14,4 +14,7 @@ export TMPDIR="$PWD/$BUILD_DIR/test-tmp"
 mkdir -p "$TMPDIR"
 chmod 1777 "$TMPDIR"
 [ "$(id -u)" -eq 0 ] && chmod o+x "$PWD" "$PWD/$BUILD_DIR" 2>/dev/null || true
+if ! ldconfig -p 2>/dev/null | grep -q 'libnvidia-ml.so.1'; then
+  echo "note: no NVIDIA driver here (libnvidia-ml.so.1 not found): tests labelled 'gpu' report Skipped"
+fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 "$@"
