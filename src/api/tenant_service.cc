@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/api/services.h"
+#include "src/api/write_queue.h"
 
 namespace surplus::api {
 namespace v1 = surplus::v1;
@@ -108,7 +109,7 @@ class JobWatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent>, pub
 
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
+    out_.WriteDone();
     if (!ok) return FinishLocked(grpc::Status::CANCELLED);
     WriteNextLocked();
   }
@@ -165,20 +166,17 @@ class JobWatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent>, pub
     SetTimestampMs(NowMs(), ev.mutable_at());
     *ev.mutable_job() = job;
     ended_ = store::IsTerminal(job.state());
-    queue_.push_back(std::move(ev));
+    out_.Push(std::move(ev));
     WriteNextLocked();
   }
 
   void WriteNextLocked() {
-    if (writing_ || finished_) return;
-    if (queue_.empty()) {
-      if (ended_) FinishLocked(grpc::Status::OK);
-      return;
+    if (finished_) return;
+    if (const v1::JobEvent* next = out_.Next()) {
+      StartWrite(next);
+    } else if (ended_ && out_.Idle()) {
+      FinishLocked(grpc::Status::OK);
     }
-    current_ = std::move(queue_.front());
-    queue_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
   }
 
   void FinishLocked(const grpc::Status& s) {
@@ -190,9 +188,7 @@ class JobWatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent>, pub
   ApiContext& ctx_;
   const std::string job_id_;
   std::mutex mu_;
-  std::deque<v1::JobEvent> queue_;
-  v1::JobEvent current_;
-  bool writing_ = false;
+  WriteQueue<v1::JobEvent> out_;
   bool finished_ = false;
   bool ended_ = false;
   std::atomic<int> refs_{2};

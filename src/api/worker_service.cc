@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/api/services.h"
+#include "src/api/write_queue.h"
 #include "surplus/gpu_models.h"
 
 namespace surplus::api {
@@ -82,7 +83,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
 
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
+    out_.WriteDone();
     if (!ok) return FinishLocked(grpc::Status::CANCELLED);
     WriteNextLocked();
   }
@@ -199,16 +200,13 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
       if (last_sent_.size() > 10'000) last_sent_.clear();
     }
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& m : out) queue_.push_back(std::move(m));
+    for (auto& m : out) out_.Push(std::move(m));
     WriteNextLocked();
   }
 
   void WriteNextLocked() {
-    if (writing_ || finished_ || queue_.empty()) return;
-    current_ = std::move(queue_.front());
-    queue_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
+    if (finished_) return;
+    if (const v1::ControlMessage* next = out_.Next()) StartWrite(next);
   }
 
   void FinishLocked(const grpc::Status& s) {
@@ -223,9 +221,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
   v1::WorkerMessage in_;
   std::string node_;
   std::mutex mu_;  // writes and finish
-  std::deque<v1::ControlMessage> queue_;
-  v1::ControlMessage current_;
-  bool writing_ = false;
+  WriteQueue<v1::ControlMessage> out_;
   bool finished_ = false;
   std::mutex state_mu_;  // what the worker runs
   std::set<std::string> running_;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "src/api/capacity.h"
 #include "src/store/auth_store.h"
 
 namespace surplus::control {
@@ -95,30 +96,16 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
   });
   server_->Get("/api/capacity", [this](const httplib::Request&, httplib::Response& res) {
     const int64_t now = NowMs();
-    auto nodes = ctx_.nodes->ListNodes(ctx_.config.harvest, now);
-    auto prices = ctx_.market->LatestPrices();
-    auto jobs = ctx_.jobs->ActiveJobs();
-    if (!nodes.ok() || !prices.ok() || !jobs.ok()) {
+    auto view = api::LoadCapacity(ctx_, now);
+    if (!view.ok()) {
       res.status = 503;
       res.set_content("{\"error\":\"database unavailable\"}", "application/json");
       return;
     }
-    struct Pool {
-      int total = 0, busy = 0, unavailable = 0, pending = 0, running = 0;
-      int64_t offered = 0, sold = 0;
-    };
-    std::map<std::string, Pool> pools;
-    std::map<std::string, std::string> node_model;
     std::string nodes_json;
-    for (const auto& n : *nodes) {
-      node_model[n.name()] = n.gpu_model();
-      Pool& p = pools[n.gpu_model()];
+    for (const auto& n : view->nodes) {
       std::string gpus;
       for (const auto& g : n.gpus()) {
-        ++p.total;
-        if (g.use() == v1::GPU_USE_OWNER_BUSY) ++p.busy;
-        if (g.use() == v1::GPU_USE_UNAVAILABLE) ++p.unavailable;
-        if (g.use() == v1::GPU_USE_IDLE || g.use() == v1::GPU_USE_SOLD) p.offered += kComputeUnitsPerGpu;
         absl::StrAppend(&gpus, gpus.empty() ? "" : ",", "{\"index\":", g.index(), ",\"use\":\"", UseName(g.use()),
                         "\",\"utilization_pct\":", g.utilization_pct(), "}");
       }
@@ -126,32 +113,15 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
                       "\",\"gpu_model\":\"", JsonEscape(n.gpu_model()), "\",\"lost\":", n.lost() ? "true" : "false",
                       ",\"cordoned\":", n.cordoned() ? "true" : "false", ",\"gpus\":[", gpus, "]}");
     }
-    for (const auto& j : *jobs) {
-      std::string model = j.running && !j.placements.empty() ? node_model[j.placements[0].node_id] : j.gpu_model;
-      auto it = pools.find(model);
-      if (it == pools.end()) continue;
-      if (!j.running) {
-        ++it->second.pending;
-        continue;
-      }
-      ++it->second.running;
-      const GpuModel* gm = FindGpuModel(model);
-      for (const auto& pl : j.placements) {
-        const SliceProfile* sp = gm ? gm->FindProfile(pl.slice_profile) : nullptr;
-        it->second.sold += static_cast<int64_t>(sp ? sp->compute_units : kComputeUnitsPerGpu) *
-                           static_cast<int64_t>(pl.gpu_indices.size());
-      }
-    }
     std::string pools_json;
-    for (const auto& [model, p] : pools) {
-      auto pr = prices->find(model);
-      const int64_t clearing = pr == prices->end() ? 0 : pr->second.clearing;
-      const int64_t reserve = pr == prices->end() ? 0 : pr->second.reserve;
-      absl::StrAppend(&pools_json, pools_json.empty() ? "" : ",", "{\"gpu_model\":\"", JsonEscape(model),
-                      "\",\"gpus_total\":", p.total, ",\"gpus_owner_busy\":", p.busy, ",\"gpus_unavailable\":",
-                      p.unavailable, ",\"units_offered\":", p.offered, ",\"units_sold\":", p.sold,
-                      ",\"clearing_micros\":", clearing, ",\"reserve_micros\":", reserve,
-                      ",\"jobs_pending\":", p.pending, ",\"jobs_running\":", p.running, "}");
+    for (const auto& p : view->capacity.pools()) {
+      absl::StrAppend(&pools_json, pools_json.empty() ? "" : ",", "{\"gpu_model\":\"", JsonEscape(p.gpu_model()),
+                      "\",\"gpus_total\":", p.gpus_total(), ",\"gpus_owner_busy\":", p.gpus_owner_busy(),
+                      ",\"gpus_unavailable\":", p.gpus_unavailable(), ",\"units_offered\":", p.units_offered(),
+                      ",\"units_sold\":", p.units_sold(), ",\"clearing_micros\":",
+                      p.clearing_price_micros_per_gpu_hour(), ",\"reserve_micros\":",
+                      p.reserve_price_micros_per_gpu_hour(), ",\"jobs_pending\":", p.jobs_pending(),
+                      ",\"jobs_running\":", p.jobs_running(), "}");
     }
     res.set_content(absl::StrCat("{\"as_of_ms\":", now, ",\"pools\":[", pools_json, "],\"nodes\":[", nodes_json, "]}"),
                     "application/json");
