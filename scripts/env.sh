@@ -5,3 +5,7 @@ if ! command -v initdb >/dev/null 2>&1; then
   done
   export PATH
 fi
+
+# Runs a PostgreSQL server program as its owner: `postgres` when we are root (the server
+# refuses root), else ourselves.
+as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

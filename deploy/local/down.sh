@@ -23,8 +23,7 @@ for f in "$STATE"/run/worker-*.pid; do [ -e "$f" ] && stop_pid "$(basename "$f" 
 stop_pid billing
 stop_pid control
 if [ -f "$STATE/pg/data/PG_VERSION" ]; then
-  as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-  if as_owner pg_ctl -D "$STATE/pg/data" status >/dev/null 2>&1; then
+    if as_owner pg_ctl -D "$STATE/pg/data" status >/dev/null 2>&1; then
     as_owner pg_ctl -D "$STATE/pg/data" -m fast -w stop >/dev/null && echo "  stopped postgresql"
   fi
 fi

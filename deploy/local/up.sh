@@ -45,7 +45,6 @@ start() {  # name, command...
 }
 
 # --- PostgreSQL --------------------------------------------------------------------
-as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ "$(id -u)" -eq 0 ]; then
   # The server refuses to run as root: it runs as `postgres`, which must reach its folder.
   d="$STATE"

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "billing/render.h"
 #include "src/api/capacity.h"
 #include "src/store/auth_store.h"
 
@@ -54,21 +55,6 @@ refresh(); setInterval(refresh, 2000);
 </script></body></html>
 )html";
 
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppend(&out, "\\u00", c < 0x10 ? "0" : "", absl::Hex(c));
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
 const char* UseName(v1::GpuUse u) {
   switch (u) {
     case v1::GPU_USE_IDLE: return "IDLE";
@@ -109,14 +95,14 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
         absl::StrAppend(&gpus, gpus.empty() ? "" : ",", "{\"index\":", g.index(), ",\"use\":\"", UseName(g.use()),
                         "\",\"utilization_pct\":", g.utilization_pct(), "}");
       }
-      absl::StrAppend(&nodes_json, nodes_json.empty() ? "" : ",", "{\"name\":\"", JsonEscape(n.name()),
-                      "\",\"gpu_model\":\"", JsonEscape(n.gpu_model()), "\",\"lost\":", n.lost() ? "true" : "false",
+      absl::StrAppend(&nodes_json, nodes_json.empty() ? "" : ",", "{\"name\":", billing::JsonString(n.name()),
+                      ",\"gpu_model\":", billing::JsonString(n.gpu_model()), ",\"lost\":", n.lost() ? "true" : "false",
                       ",\"cordoned\":", n.cordoned() ? "true" : "false", ",\"gpus\":[", gpus, "]}");
     }
     std::string pools_json;
     for (const auto& p : view->capacity.pools()) {
-      absl::StrAppend(&pools_json, pools_json.empty() ? "" : ",", "{\"gpu_model\":\"", JsonEscape(p.gpu_model()),
-                      "\",\"gpus_total\":", p.gpus_total(), ",\"gpus_owner_busy\":", p.gpus_owner_busy(),
+      absl::StrAppend(&pools_json, pools_json.empty() ? "" : ",", "{\"gpu_model\":", billing::JsonString(p.gpu_model()),
+                      ",\"gpus_total\":", p.gpus_total(), ",\"gpus_owner_busy\":", p.gpus_owner_busy(),
                       ",\"gpus_unavailable\":", p.gpus_unavailable(), ",\"units_offered\":", p.units_offered(),
                       ",\"units_sold\":", p.units_sold(), ",\"clearing_micros\":",
                       p.clearing_price_micros_per_gpu_hour(), ",\"reserve_micros\":",

@@ -19,13 +19,26 @@ namespace v1 = surplus::v1;
 
 namespace {
 
+// The placements of job j's current attempt, as "node|indices|profile|start;..."
+// (ParsePlacements reads it back).
+#define SURPLUS_PLACEMENTS_SQL                                                            \
+  " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||" \
+  "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"                           \
+  "   WHERE p.job_id = j.id AND p.attempt = j.attempt)"
+
 // Column list every job read uses; FillJob reads them by position.
 constexpr char kJobColumns[] =
     "j.id, j.tenant_id, j.spec_json, j.state, j.reason, j.exit_code, j.created_ms, j.started_ms,"
     " j.finished_ms, j.price_micros, j.assigned_model, j.attempt, j.seq,"
-    " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||"
-    "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"
-    "   WHERE p.job_id = j.id AND p.attempt = j.attempt) AS placements";
+    SURPLUS_PLACEMENTS_SQL " AS placements";
+
+// Appends the GPU indices of a comma-separated list ("0,1,2") to `p`.
+void AddIndices(absl::string_view text, v1::Placement* p) {
+  for (absl::string_view idx : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int i = 0;
+    if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
+  }
+}
 
 void ParsePlacements(const std::string& text, google::protobuf::RepeatedPtrField<v1::Placement>* out) {
   if (text.empty()) return;
@@ -34,10 +47,7 @@ void ParsePlacements(const std::string& text, google::protobuf::RepeatedPtrField
     if (f.size() != 4) continue;
     v1::Placement* p = out->Add();
     p->set_node(f[0]);
-    for (absl::string_view idx : absl::StrSplit(f[1], ',', absl::SkipEmpty())) {
-      int i = 0;
-      if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
-    }
+    AddIndices(f[1], p);
     p->set_slice_profile(f[2]);
     int start = 0;
     if (absl::SimpleAtoi(f[3], &start)) p->set_slot_start(start);
@@ -389,9 +399,7 @@ absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
         "SELECT j.id, j.tenant_id, j.tier, j.bid_micros, j.shape_kind, j.slice_profile,"
         " j.gpus_per_node, j.node_count, j.gpu_model, j.seq, j.max_runtime_ms, j.state,"
         " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
-        " (SELECT string_agg(p.node || '|' || p.gpu_indices || '|' || p.slice_profile || '|' ||"
-        "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"
-        "   WHERE p.job_id = j.id AND p.attempt = j.attempt), coalesce(j.stop_deadline_ms, 0)"
+        SURPLUS_PLACEMENTS_SQL ", coalesce(j.stop_deadline_ms, 0)"
         " FROM jobs j WHERE j.state IN ('PENDING', 'RUNNING') ORDER BY j.seq");
     out.reserve(r.size());
     for (const auto& row : r) {
@@ -561,10 +569,7 @@ absl::StatusOr<std::vector<DesiredJob>> PgJobStore::DesiredForNode(const std::st
       (void)google::protobuf::util::JsonStringToMessage(row[3].as<std::string>(), a.mutable_spec(), opts);
       v1::Placement* p = a.mutable_placement();
       p->set_node(node);
-      for (absl::string_view idx : absl::StrSplit(row[4].as<std::string>(), ',', absl::SkipEmpty())) {
-        int i = 0;
-        if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
-      }
+      AddIndices(row[4].as<std::string>(), p);
       p->set_slice_profile(row[5].as<std::string>());
       p->set_slot_start(row[6].as<int>());
       a.set_gpu_model(row[7].as<std::string>());
