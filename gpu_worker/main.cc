@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-notice-ms", opt.shutdown_notice_ms,
                  "notice given to running jobs when the worker exits")->check(CLI::Range(0, 600'000));
   app.add_option("--owner-trace", owner_trace,
-                 "sim: CSV t_ms,gpu_index,busy replaying the owner's load from the worker's start");
+                 "sim: CSV t_ms,gpu_index,busy[,xid] replaying the owner's load (and injected XID errors) from the worker's start");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
   app.add_flag("--log-json", log_json, "log one JSON object per line");
   surplus::BindEnvironment(app);

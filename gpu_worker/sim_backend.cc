@@ -27,12 +27,14 @@ absl::StatusOr<std::vector<OwnerTraceEvent>> ParseOwnerTrace(absl::string_view c
     std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
     OwnerTraceEvent e;
     int busy = 0;
-    if (fields.size() != 3 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[0]), &e.t_ms) ||
+    if ((fields.size() != 3 && fields.size() != 4) ||
+        !absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[0]), &e.t_ms) ||
         !absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[1]), &e.gpu_index) ||
         !absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[2]), &busy) || e.t_ms < 0 ||
-        e.gpu_index < 0 || (busy != 0 && busy != 1)) {
+        e.gpu_index < 0 || (busy != 0 && busy != 1) ||
+        (fields.size() == 4 && (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[3]), &e.xid) || e.xid < 0))) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "owner trace line ", line_no, ": expected t_ms,gpu_index,busy (busy 0 or 1), got '",
+          "owner trace line ", line_no, ": expected t_ms,gpu_index,busy[,xid] (busy 0 or 1, xid >= 0), got '",
           line.substr(0, 80), "'"));
     }
     e.busy = busy == 1;
@@ -92,6 +94,14 @@ bool SimBackend::OwnerBusyAt(int index, int64_t t_ms) const {
   return busy;
 }
 
+int SimBackend::XidAt(int index, int64_t t_ms) const {
+  for (const OwnerTraceEvent& e : options_.owner_trace) {
+    if (e.t_ms > t_ms) break;
+    if (e.gpu_index == index && e.xid > 0) return e.xid;
+  }
+  return 0;
+}
+
 absl::StatusOr<std::vector<GpuTelemetry>> SimBackend::Discover() {
   std::vector<GpuTelemetry> gpus;
   for (int i = 0; i < options_.gpus; ++i) {
@@ -122,6 +132,11 @@ absl::StatusOr<std::vector<GpuTelemetry>> SimBackend::Sample() {
       util += kOwnerBusyUtilPct;
       memory += kOwnerBusyMemoryMib;
       g.processes.push_back({kSimOwnerPidBase + g.index, kOwnerBusyMemoryMib});
+    }
+    if (const int xid = XidAt(g.index, now); xid > 0) {
+      g.last_xid = xid;
+      g.healthy = false;
+      g.health_reason = absl::StrCat("XID ", xid, " (simulated)");
     }
     g.utilization_pct = std::min(util, 100);
     g.memory_used_mib = std::min(memory, memory_total_mib_);

@@ -31,9 +31,12 @@ struct OwnerTraceEvent {
   int64_t t_ms = 0;
   int gpu_index = 0;
   bool busy = false;
+  /// > 0: the GPU raises this XID error at t_ms and stays unhealthy from then on (fault
+  /// injection for tests and demos).
+  int xid = 0;
 };
 
-/// Parses CSV lines `t_ms,gpu_index,busy` (busy is 0 or 1). Blank lines, lines starting
+/// Parses CSV lines `t_ms,gpu_index,busy[,xid]` (busy is 0 or 1; xid optional, >= 0). Blank lines, lines starting
 /// with '#' and a header line starting with "t_ms" are skipped. The result is sorted by
 /// time (stable, so equal times keep file order). InvalidArgument names the bad line.
 absl::StatusOr<std::vector<OwnerTraceEvent>> ParseOwnerTrace(absl::string_view csv);
@@ -76,6 +79,8 @@ class SimBackend : public GpuBackend {
 
   /// Whether the owner trace says GPU `index` is busy at `t_ms` after the start.
   bool OwnerBusyAt(int index, int64_t t_ms) const;
+  /// The XID error the trace injects on GPU `index` by `t_ms` (0 = none).
+  int XidAt(int index, int64_t t_ms) const;
 
   static constexpr int kOwnerBusyUtilPct = 60;
   static constexpr int64_t kOwnerBusyMemoryMib = 16 * 1024;

@@ -223,7 +223,7 @@ v1::JobStatus ExecFinalStatus(const std::string& job_id, int attempt, bool signa
   // The shell's convention: death by signal N reads as exit code 128 + N.
   s.set_exit_code(signaled ? 128 + code_or_signal : code_or_signal);
   if (runtime_limit_s > 0) {
-    s.set_phase(v1::JobStatus::PHASE_STOPPED);
+    s.set_phase(v1::JobStatus::PHASE_TIMED_OUT);
     s.set_message(absl::StrCat("exceeded its maximum runtime of ", runtime_limit_s, " s"));
   } else if (!stop_reason.empty()) {
     s.set_phase(v1::JobStatus::PHASE_STOPPED);

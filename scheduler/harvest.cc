@@ -44,6 +44,31 @@ void HarvestTracker::Release(const GpuRef& gpu, int64_t now_ms) {
   Transition(gpu, it->second, was_busy, now_ms);
 }
 
+void HarvestTracker::Sync(const GpuRef& gpu, const OwnerRecord& record, int64_t now_ms) {
+  auto [it, inserted] = gpus_.try_emplace(gpu);
+  Rec& rec = it->second;
+  const bool was_busy = !inserted && rec.Busy();
+  rec.telemetry_busy = record.telemetry_busy;
+  rec.reclaimed = record.reclaimed;
+  rec.last_obs_ms = std::max(rec.last_obs_ms, now_ms);
+  if (rec.Busy()) {
+    if (inserted || !was_busy) reclaimed_.push_back(gpu);
+  } else if (inserted || was_busy || record.idle_since_ms > 0) {
+    rec.idle_since_ms = record.idle_since_ms > 0 ? record.idle_since_ms : now_ms;
+  }
+}
+
+void HarvestTracker::SyncNode(const std::vector<OwnerRecord>& records, int64_t now_ms, NodeView* node) {
+  for (size_t i = 0; i < node->gpus.size() && i < records.size(); ++i) {
+    GpuView& g = node->gpus[i];
+    const GpuRef ref{node->id, g.index};
+    Sync(ref, records[i], now_ms);
+    const GpuHarvestState s = State(ref, now_ms);
+    g.owner_busy = s.owner_busy;
+    g.offerable = s.offerable;
+  }
+}
+
 void HarvestTracker::ForgetNode(const std::string& node_id) {
   auto it = gpus_.lower_bound(GpuRef{node_id, INT32_MIN});
   while (it != gpus_.end() && it->first.node_id == node_id) it = gpus_.erase(it);

@@ -37,6 +37,14 @@ struct GpuObservation {
   int64_t now_ms = 0;
 };
 
+/// A GPU's owner state as kept in the store by whichever replica received its telemetry:
+/// the leader syncs its tracker from it, so the idle window survives a change of leader.
+struct OwnerRecord {
+  bool telemetry_busy = false;  ///< owner processes seen in the latest telemetry
+  bool reclaimed = false;       ///< explicitly reclaimed by the owner
+  int64_t idle_since_ms = 0;    ///< when the owner was first seen idle (0 = busy)
+};
+
 struct GpuHarvestState {
   bool known = false;       ///< observed at least once
   bool owner_busy = true;   ///< telemetry says busy, or explicitly reclaimed
@@ -47,12 +55,20 @@ struct GpuHarvestState {
 class HarvestTracker {
  public:
   explicit HarvestTracker(HarvestConfig config = {}) : config_(config) {}
+  const HarvestConfig& config() const { return config_; }
 
   /// Telemetry. An observation older than the GPU's latest one is ignored.
   void Observe(const GpuObservation& obs);
   /// The owner takes the GPU back explicitly: busy until Release(), whatever telemetry says.
   void Reclaim(const GpuRef& gpu, int64_t now_ms);
   void Release(const GpuRef& gpu, int64_t now_ms);
+  /// Sets a GPU's state from its stored record. A GPU that turns busy is reported by
+  /// TakeReclaimed(); an idle one counts as idle since the record says (or since now_ms,
+  /// when the record has no time).
+  void Sync(const GpuRef& gpu, const OwnerRecord& record, int64_t now_ms);
+  /// Syncs every GPU of `node` from `records` (parallel to node->gpus) and sets their
+  /// owner_busy / offerable as of now_ms.
+  void SyncNode(const std::vector<OwnerRecord>& records, int64_t now_ms, NodeView* node);
   /// Drops all state of a node (it left the fleet).
   void ForgetNode(const std::string& node_id);
 

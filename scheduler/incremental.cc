@@ -386,6 +386,7 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
   } else {
     const int tier = view.tier == Tier::kOnDemand ? 0 : 1;
     const PendingKey key{tier, tier == 0 ? 0 : -view.bid, view.submit_seq, idx};
+    ++pending_by_model_[view.gpu_model];
     if (bulk_) {
       bulk_pending_.push_back(key);
     } else {
@@ -394,6 +395,16 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
     }
   }
   if (counts_valid_) CountShape(j, 1);
+}
+
+std::vector<std::string> IncrementalScheduler::JobNodes(const std::string& job_id) const {
+  std::vector<std::string> out;
+  auto it = job_ids_.find(job_id);
+  if (it == job_ids_.end()) return out;
+  for (int n : jobs_[it->second].on_nodes) {
+    if (std::find(out.begin(), out.end(), nodes_[n].view.id) == out.end()) out.push_back(nodes_[n].view.id);
+  }
+  return out;
 }
 
 void IncrementalScheduler::RemoveJob(const std::string& id) {
@@ -410,6 +421,7 @@ void IncrementalScheduler::RemoveJob(const std::string& id) {
   } else {
     const int tier = j.view.tier == Tier::kOnDemand ? 0 : 1;
     pending_.erase(PendingKey{tier, tier == 0 ? 0 : -j.view.bid, j.view.submit_seq, idx});
+    if (--pending_by_model_[j.view.gpu_model] == 0) pending_by_model_.erase(j.view.gpu_model);
     tenants_[j.tenant].pending.erase({j.view.submit_seq, idx});
   }
   j.live = false;
@@ -1341,8 +1353,16 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   for (const auto& [id, price] : price_out) out.running_prices.emplace_hint(out.running_prices.end(), *id, price);
   for (const auto& [model, p] : pool_ids_) {
     if (pool_nodes_[p].empty()) continue;
+    int64_t pending = 0;
+    for (const auto& [want, count] : pending_by_model_) {
+      if (want.empty()) {
+        pending += count;
+      } else if (const GpuModel* m = FindGpuModel(want); m != nullptr && m->name == model) {
+        pending += count;
+      }
+    }
     out.prices.push_back(PoolPrice{model, clearing[p], index_.UsableGpus(p) * kComputeUnitsPerGpu,
-                                   pools_[p].used_units});
+                                   pools_[p].used_units, pending});
   }
   if (reservation) {
     Reservation r;

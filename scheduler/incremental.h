@@ -52,6 +52,8 @@ class IncrementalScheduler {
   Decisions Round(int64_t now_ms, const RoundOptions& options = {});
 
   size_t pending_jobs() const { return pending_.size(); }
+  /// Nodes a known job runs on (empty when pending or unknown).
+  std::vector<std::string> JobNodes(const std::string& job_id) const;
   size_t running_jobs() const { return running_count_; }
   const CapacityIndex& capacity() const { return index_; }
 
@@ -233,6 +235,7 @@ class IncrementalScheduler {
   std::vector<int> free_jobs_;
   absl::flat_hash_map<std::string, int> job_ids_;
   std::set<PendingKey> pending_;
+  std::map<std::string, int64_t> pending_by_model_;  // pending jobs per required model ("" = any)
   size_t running_count_ = 0;
 
   std::vector<NodeRec> nodes_;

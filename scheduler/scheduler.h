@@ -112,6 +112,7 @@ struct PoolPrice {
   Micros clearing_price = 0;  ///< per GPU-hour, >= reserve price
   int64_t capacity_units = 0; ///< compute units offered
   int64_t used_units = 0;     ///< compute units allocated after this round
+  int64_t pending_jobs = 0;   ///< jobs still pending that may run in this pool
 };
 
 /// Capacity held back for the highest-priority job that cannot be placed, so that smaller

@@ -77,7 +77,7 @@ psql "postgresql://surplus@127.0.0.1:$PG_PORT/postgres" -tAc "SELECT 1 FROM pg_d
 # --- services ------------------------------------------------------------------------
 start control "$BIN/src/control/surplus-control" serve --database-url "$DB_URL" --listen "$GRPC" \
   --http-listen "$HTTP" --operator-key-file "$STATE/operator.key" --preemption-notice-ms "$NOTICE_MS" \
-  --round-ms "${SURPLUS_LOCAL_ROUND_MS:-500}"
+  --round-ms "${SURPLUS_LOCAL_ROUND_MS:-500}" --owner-idle-window-ms "${SURPLUS_LOCAL_IDLE_WINDOW_MS:-0}"
 start billing "$BIN/billing/service/surplus-billing" --database-url "$DB_URL" --listen "$BILLING"
 for _ in $(seq 1 100); do [ -s "$STATE/operator.key" ] && break; sleep 0.1; done
 [ -s "$STATE/operator.key" ] || { echo "up.sh: the control plane did not start; see .surplus/logs/control.log" >&2; exit 1; }

@@ -16,6 +16,7 @@
 #include "src/store/job_store.h"
 #include "src/store/market_store.h"
 #include "src/store/node_store.h"
+#include "src/store/scheduler_feed.h"
 #include "src/store/usage_store.h"
 
 namespace surplus::api {
@@ -56,8 +57,11 @@ grpc::ServerUnaryReactor* Defer(grpc::CallbackServerContext* ctx, Executor& exec
   return reactor;
 }
 
-/// A full scheduler snapshot from the database (nodes, active jobs, market settings).
-/// `job_models` (optional) receives each running job's node model.
+/// A full scheduler snapshot from the database (nodes, active jobs, market settings), with
+/// the owner's use of each GPU judged by a HarvestTracker as of now_ms.
 absl::StatusOr<scheduler::Snapshot> LoadSnapshot(const ApiContext& ctx, int64_t now_ms);
+
+/// `base` (configured market settings) with the reserve prices and quotas of `read`.
+scheduler::MarketConfig MarketFromStore(const scheduler::MarketConfig& base, const store::FeedRead& read);
 
 }  // namespace surplus::api

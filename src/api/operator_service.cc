@@ -135,7 +135,7 @@ grpc::ServerUnaryReactor* OperatorServiceImpl::CordonNode(grpc::CallbackServerCo
     auto p = ctx_.auth->Authorize(*c, kOperator);
     if (!p.ok()) return p.status();
     if (req->node().empty() || req->node().size() > 253) return absl::InvalidArgumentError("node: required");
-    auto n = ctx_.nodes->SetCordoned(req->node(), req->cordoned());
+    auto n = ctx_.nodes->SetCordoned(req->node(), req->cordoned(), req->drain());
     if (!n.ok()) return n.status();
     *resp = std::move(*n);
     return absl::OkStatus();
@@ -158,21 +158,16 @@ grpc::ServerUnaryReactor* OperatorServiceImpl::ReclaimCapacity(grpc::CallbackSer
     if (absl::Status s = ctx_.nodes->SetReclaimed(req->node(), gpus, req->reclaim(), now); !s.ok()) return s;
     if (!req->reclaim()) return absl::OkStatus();
     // Preempt at once rather than waiting for the next round: the owner's need wins.
-    auto snap = LoadSnapshot(ctx_, now);
-    if (!snap.ok()) return snap.status();
+    auto running = ctx_.jobs->RunningOnNode(req->node());
+    if (!running.ok()) return running.status();
     scheduler::Decisions d;
-    for (const auto& j : snap->jobs) {
-      if (!j.running) continue;
-      for (const auto& pl : j.placements) {
-        if (pl.node_id != req->node()) continue;
-        bool hit = gpus.empty();
-        for (int g : pl.gpu_indices) hit = hit || std::find(gpus.begin(), gpus.end(), g) != gpus.end();
-        if (!hit) continue;
-        d.preemptions.push_back({j.id, scheduler::PreemptCause::kOwnerReclaim,
-                                 absl::StrCat("the fleet owner reclaimed GPUs of ", req->node())});
-        resp->add_preempted_job_ids(j.id);
-        break;
-      }
+    for (const auto& [job_id, on] : *running) {
+      bool hit = gpus.empty();
+      for (int g : on) hit = hit || std::find(gpus.begin(), gpus.end(), g) != gpus.end();
+      if (!hit) continue;
+      d.preemptions.push_back({job_id, scheduler::PreemptCause::kOwnerReclaim,
+                               absl::StrCat("the fleet owner reclaimed GPUs of ", req->node())});
+      resp->add_preempted_job_ids(job_id);
     }
     if (absl::Status s = ctx_.jobs->ApplyDecisions(d, {}, now, ctx_.config.preemption_notice_ms); !s.ok()) return s;
     ctx_.workers->Nudge(req->node());

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "scheduler/quote.h"
 #include "src/api/services.h"
 #include "src/api/write_queue.h"
 
@@ -215,11 +216,9 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (req->bid_micros_per_gpu_hour() < 0 || req->bid_micros_per_gpu_hour() > ctx_.config.limits.max_bid) {
       return absl::InvalidArgumentError("bid_micros_per_gpu_hour: out of range");
     }
-    const int64_t now = NowMs();
-    auto snap = LoadSnapshot(ctx_, now);
+    auto snap = LoadSnapshot(ctx_, NowMs());
     if (!snap.ok()) return snap.status();
     scheduler::JobView cand;
-    cand.id = "quote";
     cand.tenant_id = p->tenant_id;
     cand.tier = req->tier() == v1::TIER_ON_DEMAND ? Tier::kOnDemand : Tier::kSpot;
     cand.bid = req->bid_micros_per_gpu_hour();
@@ -228,32 +227,19 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     else if (sh.has_gang()) cand.shape = JobShape::Gang(sh.gang().nodes(), sh.gang().gpus_per_node());
     else cand.shape = JobShape::Slice(sh.slice_profile());
     cand.gpu_model = req->gpu_model();
-    cand.submit_seq = INT64_MAX;
-    snap->jobs.push_back(cand);
-    scheduler::Decisions d = scheduler::Schedule(*snap);
-    bool starts = false;
-    std::string model;
-    for (const auto& a : d.assignments) {
-      if (a.job_id != "quote") continue;
-      starts = true;
-      resp->set_clearing_price_micros_per_gpu_hour(a.price);
-      for (const auto& n : snap->nodes) {
-        if (!a.placements.empty() && n.id == a.placements[0].node_id) model = n.gpu_model;
-      }
-    }
-    if (!starts) {
-      auto r = d.pending_reasons.find("quote");
-      resp->set_reason(r == d.pending_reasons.end() ? "would not start now" : r->second);
-      model = req->gpu_model();
-    }
-    for (const auto& pp : d.prices) {
+    const scheduler::Quote q = scheduler::QuoteJob(*snap, cand);
+    resp->set_would_start_now(q.would_start_now);
+    resp->set_reason(q.would_start_now ? "" : q.reason.empty() ? "would not start now" : q.reason);
+    resp->set_price_micros_per_gpu_hour(q.would_start_now ? q.price : 0);
+    resp->set_would_preempt_jobs(q.would_preempt);
+    std::string model = q.would_start_now ? q.gpu_model : req->gpu_model();
+    for (const auto& pp : q.prices) {
       if (model.empty() || pp.gpu_model == model) {
-        if (!starts) resp->set_clearing_price_micros_per_gpu_hour(pp.clearing_price);
-        if (model.empty()) model = pp.gpu_model;
+        resp->set_clearing_price_micros_per_gpu_hour(pp.clearing_price);
+        model = pp.gpu_model;
         break;
       }
     }
-    resp->set_would_start_now(starts);
     resp->set_gpu_model(model);
     return absl::OkStatus();
   });

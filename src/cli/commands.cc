@@ -222,6 +222,7 @@ struct CliState {
   std::string node;
   std::string gpu_list;
   bool release = false;
+  bool drain = false;
   std::string period;
 
   // Set while running.
@@ -303,6 +304,9 @@ absl::Status RunQuote(CliState& st) {
         Details{{"model", resp->gpu_model()},
                 {"clearing price", FormatPricePerGpuHour(resp->clearing_price_micros_per_gpu_hour())},
                 {"would start now", resp->would_start_now() ? "yes" : "no"},
+                {"would pay", resp->would_start_now() ? FormatPricePerGpuHour(resp->price_micros_per_gpu_hour())
+                                                      : std::string("-")},
+                {"would preempt", absl::StrCat(resp->would_preempt_jobs(), " running jobs")},
                 {"reason", resp->reason()}});
   return absl::OkStatus();
 }
@@ -532,6 +536,7 @@ absl::Status RunCordon(CliState& st, bool cordoned) {
   v1::CordonNodeRequest req;
   req.set_node(st.node);
   req.set_cordoned(cordoned);
+  req.set_drain(cordoned && st.drain);
   auto node = st.client->CordonNode(req);
   if (!node.ok()) return node.status();
   v1::ListNodesResponse one;
@@ -758,6 +763,7 @@ std::vector<Command> BuildApp(CLI::App& app, CliState& st) {
   CLI::App* cordon = AddCommand(app, commands, "cordon", "stop placing jobs on a node",
                                 [](CliState& s) { return RunCordon(s, true); });
   cordon->add_option("node", st.node, "node name")->required();
+  cordon->add_flag("--drain", st.drain, "also give the node's running jobs a preemption notice");
   CLI::App* uncordon = AddCommand(app, commands, "uncordon", "place jobs on a node again",
                                   [](CliState& s) { return RunCordon(s, false); });
   uncordon->add_option("node", st.node, "node name")->required();

@@ -199,7 +199,7 @@ Table NodesTable(const v1::ListNodesResponse& nodes) {
           break;
       }
     }
-    const std::string status = n.lost() ? "lost" : n.cordoned() ? "cordoned" : "ready";
+    const std::string status = n.lost() ? "lost" : n.draining() ? "draining" : n.cordoned() ? "cordoned" : "ready";
     table.AddRow({n.name(), n.gpu_model(), n.fabric(), n.backend(), status,
                   absl::StrCat(n.gpus_size()), absl::StrCat(idle), absl::StrCat(sold),
                   absl::StrCat(owner), absl::StrCat(unavailable), Ts(n.last_heartbeat())});

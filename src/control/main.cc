@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   int64_t round_ms = 1000;
   int64_t notice_ms = 120'000;
   int64_t lost_after_ms = 10'000;
-  int64_t owner_idle_window_ms = 0;
+  int64_t owner_idle_window_ms = 300'000;
   int64_t min_preempt_gap = 0;
   int64_t min_runtime_before_preempt_ms = 0;
   int threads = 8;
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     sub->add_option("--preemption-notice-ms", notice_ms, "SIGTERM-to-SIGKILL notice")->check(CLI::Range(0, 3'600'000));
     sub->add_option("--lost-after-ms", lost_after_ms, "a node silent this long is lost")->check(CLI::Range(1000, 3'600'000));
     sub->add_option("--owner-idle-window-ms", owner_idle_window_ms,
-                    "offer a GPU only after the owner left it idle this long")->check(CLI::Range(0, 86'400'000));
+                    "offer a GPU only after the owner left it idle this long (default 5 min)")->check(CLI::Range(0, 86'400'000));
     sub->add_option("--min-preempt-gap-micros", min_preempt_gap,
                     "preempt a spot job only when the price exceeds its bid by this much")->check(CLI::Range(0, 1'000'000'000));
     sub->add_option("--min-runtime-before-preempt-ms", min_runtime_before_preempt_ms,

@@ -10,10 +10,29 @@
 namespace surplus::control {
 namespace {
 constexpr int64_t kLeaderLockKey = 0x5375727033;
+
+bool SameMarket(const scheduler::MarketConfig& a, const scheduler::MarketConfig& b) {
+  if (a.reserve_price != b.reserve_price || a.list_price != b.list_price || a.quotas.size() != b.quotas.size() ||
+      a.min_preempt_gap != b.min_preempt_gap || a.min_runtime_before_preempt_ms != b.min_runtime_before_preempt_ms ||
+      a.preempt_notice_ms != b.preempt_notice_ms) {
+    return false;
+  }
+  for (auto i = a.quotas.begin(), j = b.quotas.begin(); i != a.quotas.end(); ++i, ++j) {
+    if (i->first != j->first || i->second.max_gpus != j->second.max_gpus ||
+        i->second.max_pending_jobs != j->second.max_pending_jobs) {
+      return false;
+    }
+  }
+  return true;
+}
 }  // namespace
 
 SchedulingLoop::SchedulingLoop(api::ApiContext& ctx, std::string database_url, std::chrono::milliseconds interval)
-    : ctx_(ctx), url_(std::move(database_url)), interval_(interval) {}
+    : ctx_(ctx),
+      url_(std::move(database_url)),
+      interval_(interval),
+      feed_(*ctx.pool),
+      harvest_(scheduler::HarvestConfig{ctx.config.harvest.owner_idle_window_ms}) {}
 
 SchedulingLoop::~SchedulingLoop() { Stop(); }
 
@@ -57,6 +76,8 @@ void SchedulingLoop::Loop() {
     if (leader) {
       absl::Status s = RunRound();
       if (!s.ok()) spdlog::warn("scheduling round failed: {}", s.ToString());
+    } else if (engine_) {
+      DropState();  // another replica leads now; our copy would go stale
     }
     const auto now = std::chrono::steady_clock::now();
     if (next < now) next = now;
@@ -69,6 +90,74 @@ void SchedulingLoop::Loop() {
   }
 }
 
+void SchedulingLoop::DropState() {
+  engine_.reset();
+  feed_.Reset();
+  nodes_.clear();
+  offerable_at_.clear();
+  harvest_ = scheduler::HarvestTracker(harvest_.config());
+}
+
+scheduler::NodeView SchedulingLoop::NodeNow(const store::StoredNode& node, int64_t now_ms) {
+  scheduler::NodeView view = node.view;
+  harvest_.SyncNode(node.owner, now_ms, &view);
+  for (const auto& g : view.gpus) {
+    if (g.owner_busy || g.offerable) continue;
+    const auto st = harvest_.State(scheduler::GpuRef{view.id, g.index}, now_ms);
+    offerable_at_.emplace(st.idle_since_ms + harvest_.config().idle_window_ms, view.id);
+  }
+  return view;
+}
+
+void SchedulingLoop::Absorb(store::FeedRead read, int64_t now_ms) {
+  scheduler::MarketConfig market = api::MarketFromStore(ctx_.config.market, read);
+  if (read.full || !engine_) {
+    DropState();
+    scheduler::Snapshot snap;
+    snap.now_ms = now_ms;
+    snap.market = market;
+    for (auto& n : read.nodes) {
+      snap.nodes.push_back(NodeNow(n, now_ms));
+      const std::string id = n.view.id;
+      nodes_[id] = std::move(n);
+    }
+    snap.jobs = std::move(read.jobs);
+    engine_ = std::make_unique<scheduler::IncrementalScheduler>(snap);
+    market_ = std::move(market);
+    full_report_ = true;
+    stats_.full_reads++;
+    return;
+  }
+  scheduler::SnapshotDelta delta;
+  if (!SameMarket(market, market_)) {
+    delta.market = market;
+    market_ = std::move(market);
+  }
+  std::set<std::string> upserted;
+  for (const auto& id : read.gone_nodes) {
+    if (nodes_.erase(id) == 0) continue;
+    harvest_.ForgetNode(id);
+    delta.remove_nodes.push_back(id);
+  }
+  for (auto& n : read.nodes) {
+    const std::string id = n.view.id;
+    delta.upsert_nodes.push_back(NodeNow(n, now_ms));
+    nodes_[id] = std::move(n);
+    upserted.insert(id);
+  }
+  // Idle GPUs whose harvest window ended since the previous round are offered now.
+  while (!offerable_at_.empty() && offerable_at_.begin()->first <= now_ms) {
+    const std::string id = offerable_at_.begin()->second;
+    offerable_at_.erase(offerable_at_.begin());
+    auto it = nodes_.find(id);
+    if (it == nodes_.end() || !upserted.insert(id).second) continue;
+    delta.upsert_nodes.push_back(NodeNow(it->second, now_ms));
+  }
+  delta.upsert_jobs = std::move(read.jobs);
+  delta.remove_jobs = std::move(read.ended_jobs);
+  engine_->ApplyDelta(delta);
+}
+
 absl::Status SchedulingLoop::RunRound() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t now = NowMs();
@@ -76,48 +165,57 @@ absl::Status SchedulingLoop::RunRound() {
   if (!lost.ok()) return lost.status();
   for (const auto& n : *lost) spdlog::warn("node {} lost: no report for {} ms", n, ctx_.config.harvest.lost_after_ms);
 
-  auto snap = api::LoadSnapshot(ctx_, now);
-  if (!snap.ok()) return snap.status();
-  scheduler::Decisions d = scheduler::Schedule(*snap);
+  auto read = engine_ ? feed_.ReadChanges() : feed_.ReadAll();
+  if (!read.ok()) {
+    DropState();
+    return read.status();
+  }
+  stats_.last_changed_rows = static_cast<int64_t>(read->nodes.size() + read->gone_nodes.size() +
+                                                  read->jobs.size() + read->ended_jobs.size());
+  Absorb(std::move(*read), now);
+  for (const auto& gpu : harvest_.TakeReclaimed()) {
+    spdlog::debug("owner busy on {} GPU {}: its tenant jobs get a notice", gpu.node_id, gpu.gpu_index);
+  }
+  scheduler::RoundOptions options;
+  options.full_report = full_report_;
+  scheduler::Decisions d = engine_->Round(now, options);
 
-  std::map<std::string, std::string> node_model;
-  for (const auto& n : snap->nodes) node_model[n.id] = n.gpu_model;
   std::map<std::string, std::string> job_models;
   std::set<std::string> touched;
   for (const auto& a : d.assignments) {
-    if (!a.placements.empty()) job_models[a.job_id] = node_model[a.placements[0].node_id];
+    if (!a.placements.empty()) {
+      auto it = nodes_.find(a.placements[0].node_id);
+      if (it != nodes_.end()) job_models[a.job_id] = it->second.view.gpu_model;
+    }
     for (const auto& p : a.placements) touched.insert(p.node_id);
   }
-  std::map<std::string, const scheduler::JobView*> jobs;
-  for (const auto& j : snap->jobs) jobs[j.id] = &j;
   for (const auto& p : d.preemptions) {
-    auto it = jobs.find(p.job_id);
-    if (it == jobs.end()) continue;
-    for (const auto& pl : it->second->placements) touched.insert(pl.node_id);
+    for (auto& n : engine_->JobNodes(p.job_id)) touched.insert(std::move(n));
   }
+  // The engine now assumes its decisions hold; if they cannot be persisted, start over.
   if (absl::Status s = ctx_.jobs->ApplyDecisions(d, job_models, now, ctx_.config.preemption_notice_ms); !s.ok()) {
+    DropState();
     return s;
   }
+  full_report_ = false;
   std::vector<store::RoundPrice> prices;
   for (const auto& p : d.prices) {
     store::RoundPrice rp;
     rp.gpu_model = p.gpu_model;
     rp.clearing = p.clearing_price;
-    auto r = snap->market.reserve_price.find(p.gpu_model);
-    rp.reserve = r == snap->market.reserve_price.end() ? 0 : r->second;
+    auto r = market_.reserve_price.find(p.gpu_model);
+    rp.reserve = r == market_.reserve_price.end() ? 0 : r->second;
     rp.capacity_units = p.capacity_units;
     rp.used_units = p.used_units;
+    rp.pending_jobs = static_cast<int>(p.pending_jobs);
     rp.at_ms = now;
-    for (const auto& j : snap->jobs) {
-      if (!j.running && (j.gpu_model.empty() || j.gpu_model == p.gpu_model)) ++rp.pending_jobs;
-    }
     prices.push_back(rp);
   }
   if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
   for (const auto& n : touched) ctx_.workers->Nudge(n);
   if (!d.assignments.empty() || !d.preemptions.empty()) {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),
-                 d.pending_reasons.size());
+                 engine_->pending_jobs());
   }
   stats_.rounds++;
   stats_.assignments += static_cast<int64_t>(d.assignments.size());

@@ -1,17 +1,27 @@
 #pragma once
-// The leader's loop: each round, a snapshot in, the scheduler's decisions persisted in one
-// transaction, then workers nudged. Leadership is a PostgreSQL session advisory lock held
-// on a dedicated connection: if that connection drops, another replica takes over.
+// The leader's loop. The leader keeps an IncrementalScheduler (free capacity indexed by
+// shape, the queue in admission order) and a HarvestTracker between rounds: on taking over
+// it reads everything once, then each round reads only the rows that changed since its
+// previous read (PgSchedulerFeed), feeds them to the engine as a delta, runs a round,
+// persists the decisions in one transaction and nudges the workers concerned. Any failure
+// to read or persist drops the kept state; the next round starts from a full read.
+// Leadership is a PostgreSQL session advisory lock held on a dedicated connection: if that
+// connection drops, another replica takes over.
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
 #include <pqxx/pqxx>
 
+#include "scheduler/harvest.h"
+#include "scheduler/incremental.h"
 #include "src/api/context.h"
+#include "src/store/scheduler_feed.h"
 
 namespace surplus::control {
 
@@ -21,6 +31,8 @@ struct LoopStats {
   std::atomic<int64_t> assignments{0};
   std::atomic<int64_t> preemptions{0};
   std::atomic<bool> leader{false};
+  std::atomic<int64_t> full_reads{0};       ///< rounds that rebuilt the state from a full read
+  std::atomic<int64_t> last_changed_rows{0};  ///< rows read by the last round
 };
 
 class SchedulingLoop {
@@ -37,6 +49,12 @@ class SchedulingLoop {
  private:
   void Loop();
   bool EnsureLeader();
+  /// Turns a feed read into the engine's delta (or a new engine, for a full read).
+  void Absorb(store::FeedRead read, int64_t now_ms);
+  /// A stored node as the engine should see it at now_ms (owner state judged by harvest_);
+  /// remembers when its idle GPUs become offerable.
+  scheduler::NodeView NodeNow(const store::StoredNode& node, int64_t now_ms);
+  void DropState();
 
   api::ApiContext& ctx_;
   const std::string url_;
@@ -45,6 +63,15 @@ class SchedulingLoop {
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   LoopStats stats_;
+
+  // Kept between rounds while this replica leads (touched only by the loop's thread).
+  store::PgSchedulerFeed feed_;
+  std::unique_ptr<scheduler::IncrementalScheduler> engine_;
+  scheduler::HarvestTracker harvest_;
+  std::map<std::string, store::StoredNode> nodes_;
+  std::set<std::pair<int64_t, std::string>> offerable_at_;  // (when, node)
+  scheduler::MarketConfig market_;
+  bool full_report_ = true;
 };
 
 }  // namespace surplus::control

@@ -391,52 +391,87 @@ absl::StatusOr<std::map<std::string, JobVersion>> PgJobStore::Versions(
   return out;
 }
 
+std::vector<scheduler::JobView> PgJobStore::ReadSchedulerJobs(pqxx::transaction_base& tx,
+                                                              const std::string& since_xid,
+                                                              std::vector<std::string>* ended) {
+  std::vector<scheduler::JobView> out;
+  const std::string filter = since_xid.empty()
+                                 ? " WHERE j.state IN ('PENDING', 'RUNNING')"
+                                 : " WHERE j.change_xid >= " + tx.quote(since_xid) + "::xid8";
+  auto r = tx.exec(
+      "SELECT j.id, j.tenant_id, j.tier, j.bid_micros, j.shape_kind, j.slice_profile,"
+      " j.gpus_per_node, j.node_count, j.gpu_model, j.seq, j.max_runtime_ms, j.state,"
+      " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
+      SURPLUS_PLACEMENTS_SQL ", coalesce(j.stop_deadline_ms, 0)"
+      " FROM jobs j" + filter + " ORDER BY j.seq");
+  out.reserve(r.size());
+  for (const auto& row : r) {
+    const std::string state = row[11].as<std::string>();
+    if (state != "PENDING" && state != "RUNNING") {
+      if (ended != nullptr) ended->push_back(row[0].as<std::string>());
+      continue;
+    }
+    scheduler::JobView v;
+    v.id = row[0].as<std::string>();
+    v.tenant_id = row[1].as<std::string>();
+    v.tier = row[2].as<std::string>() == "on_demand" ? Tier::kOnDemand : Tier::kSpot;
+    v.bid = row[3].as<int64_t>();
+    const std::string kind = row[4].as<std::string>();
+    if (kind == "slice") {
+      v.shape = JobShape::Slice(row[5].as<std::string>());
+    } else if (kind == "gang") {
+      v.shape = JobShape::Gang(row[7].as<int>(), row[6].as<int>());
+    } else {
+      v.shape = JobShape::WholeGpus(row[6].as<int>());
+    }
+    v.gpu_model = row[8].as<std::string>();
+    v.submit_seq = row[9].as<int64_t>();
+    v.max_runtime_ms = row[10].as<int64_t>();
+    v.running = state == "RUNNING";
+    v.started_at_ms = row[12].as<int64_t>();
+    // A job under notice keeps its GPUs until it stops and is not preempted twice.
+    v.preempting = v.running && row[13].as<bool>();
+    v.preempt_deadline_ms = row[15].as<int64_t>();
+    if (v.running && !row[14].is_null()) {
+      google::protobuf::RepeatedPtrField<v1::Placement> ps;
+      ParsePlacements(row[14].as<std::string>(), &ps);
+      for (const auto& p : ps) {
+        scheduler::NodePlacement np;
+        np.node_id = p.node();
+        np.gpu_indices.assign(p.gpu_indices().begin(), p.gpu_indices().end());
+        np.slice_profile = p.slice_profile();
+        np.slot_start = p.slot_start();
+        v.placements.push_back(std::move(np));
+      }
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
   std::vector<scheduler::JobView> out;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) { out = ReadSchedulerJobs(tx, "", nullptr); });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::vector<int>>>> PgJobStore::RunningOnNode(
+    const std::string& node) {
+  std::vector<std::pair<std::string, std::vector<int>>> out;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     out.clear();
-    auto r = tx.exec(
-        "SELECT j.id, j.tenant_id, j.tier, j.bid_micros, j.shape_kind, j.slice_profile,"
-        " j.gpus_per_node, j.node_count, j.gpu_model, j.seq, j.max_runtime_ms, j.state,"
-        " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
-        SURPLUS_PLACEMENTS_SQL ", coalesce(j.stop_deadline_ms, 0)"
-        " FROM jobs j WHERE j.state IN ('PENDING', 'RUNNING') ORDER BY j.seq");
-    out.reserve(r.size());
-    for (const auto& row : r) {
-      scheduler::JobView v;
-      v.id = row[0].as<std::string>();
-      v.tenant_id = row[1].as<std::string>();
-      v.tier = row[2].as<std::string>() == "on_demand" ? Tier::kOnDemand : Tier::kSpot;
-      v.bid = row[3].as<int64_t>();
-      const std::string kind = row[4].as<std::string>();
-      if (kind == "slice") {
-        v.shape = JobShape::Slice(row[5].as<std::string>());
-      } else if (kind == "gang") {
-        v.shape = JobShape::Gang(row[7].as<int>(), row[6].as<int>());
-      } else {
-        v.shape = JobShape::WholeGpus(row[6].as<int>());
+    for (const auto& row : tx.exec_params(
+             "SELECT j.id, p.gpu_indices FROM jobs j JOIN job_placements p"
+             " ON p.job_id = j.id AND p.attempt = j.attempt"
+             " WHERE j.state = 'RUNNING' AND p.node = $1 ORDER BY j.seq",
+             node)) {
+      std::vector<int> gpus;
+      for (absl::string_view idx : absl::StrSplit(row[1].as<std::string>(), ',', absl::SkipEmpty())) {
+        int i = 0;
+        if (absl::SimpleAtoi(idx, &i)) gpus.push_back(i);
       }
-      v.gpu_model = row[8].as<std::string>();
-      v.submit_seq = row[9].as<int64_t>();
-      v.max_runtime_ms = row[10].as<int64_t>();
-      v.running = row[11].as<std::string>() == "RUNNING";
-      v.started_at_ms = row[12].as<int64_t>();
-      // A job under notice keeps its GPUs until it stops and is not preempted twice.
-      v.preempting = v.running && row[13].as<bool>();
-      v.preempt_deadline_ms = row[15].as<int64_t>();
-      if (v.running && !row[14].is_null()) {
-        google::protobuf::RepeatedPtrField<v1::Placement> ps;
-        ParsePlacements(row[14].as<std::string>(), &ps);
-        for (const auto& p : ps) {
-          scheduler::NodePlacement np;
-          np.node_id = p.node();
-          np.gpu_indices.assign(p.gpu_indices().begin(), p.gpu_indices().end());
-          np.slice_profile = p.slice_profile();
-          np.slot_start = p.slot_start();
-          v.placements.push_back(std::move(np));
-        }
-      }
-      out.push_back(std::move(v));
+      out.emplace_back(row[0].as<std::string>(), std::move(gpus));
     }
   });
   if (!st.ok()) return st;
@@ -444,6 +479,9 @@ absl::StatusOr<std::vector<scheduler::JobView>> PgJobStore::ActiveJobs() {
 }
 
 namespace {
+// Grace a job on an unhealthy GPU gets to exit (the notice, when shorter).
+constexpr int64_t kUnhealthyGraceMs = 5'000;
+
 const char* CauseName(scheduler::PreemptCause c) {
   switch (c) {
     case scheduler::PreemptCause::kOutbid: return "outbid";
@@ -487,11 +525,14 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
       AddEvent(tx, a.job_id, now_ms, "RUNNING", reason);
     }
     for (const auto& p : d.preemptions) {
+      // A failing GPU cannot honour a long notice: its jobs get a short grace to exit.
+      const int64_t notice =
+          p.cause == scheduler::PreemptCause::kUnhealthy ? std::min(notice_ms, kUnhealthyGraceMs) : notice_ms;
       auto r = tx.exec_params(
           "UPDATE jobs SET stop_requested = true, stop_cause = $2, stop_reason = $3,"
           " stop_deadline_ms = $4, reason = 'preempted: ' || $3"
           " WHERE id = $1 AND state = 'RUNNING' AND NOT stop_requested RETURNING id",
-          p.job_id, std::string(CauseName(p.cause)), p.reason, now_ms + notice_ms);
+          p.job_id, std::string(CauseName(p.cause)), p.reason, now_ms + notice);
       if (!r.empty()) AddEvent(tx, p.job_id, now_ms, "RUNNING", absl::StrCat("preemption notice: ", p.reason));
     }
     for (const auto& [job_id, price] : d.running_prices) {
@@ -614,12 +655,17 @@ absl::Status PgJobStore::ApplyStatus(const std::string& node, const v1::JobStatu
     std::string state;
     std::string reason;
     std::optional<int> exit_code;
-    if (status.phase() == v1::JobStatus::PHASE_EXITED || status.phase() == v1::JobStatus::PHASE_STOPPED) {
+    if (status.phase() == v1::JobStatus::PHASE_EXITED || status.phase() == v1::JobStatus::PHASE_STOPPED ||
+        status.phase() == v1::JobStatus::PHASE_TIMED_OUT) {
       exit_code = status.exit_code();
     }
     if (stop_requested && cause == "cancel") {
       state = "CANCELLED";
       reason = "cancelled by the tenant";
+    } else if (stop_requested && cause == "unhealthy") {
+      // Not the tenant's doing and not a market decision: the hardware failed under it.
+      state = requeue ? "PENDING" : "FAILED";
+      reason = requeue ? absl::StrCat("requeued: ", stop_reason) : absl::StrCat("failed: ", stop_reason);
     } else if (stop_requested) {
       state = requeue ? "PENDING" : "PREEMPTED";
       reason = requeue ? absl::StrCat("requeued after preemption: ", stop_reason)
@@ -628,9 +674,14 @@ absl::Status PgJobStore::ApplyStatus(const std::string& node, const v1::JobStatu
       state = "FAILED";
       reason = absl::StrCat("failed to start: ", status.message());
       exit_code.reset();
-    } else if (status.phase() == v1::JobStatus::PHASE_STOPPED) {
+    } else if (status.phase() == v1::JobStatus::PHASE_TIMED_OUT) {
       state = "FAILED";
-      reason = status.message().empty() ? "stopped by the worker" : status.message();
+      reason = status.message().empty() ? "exceeded its maximum runtime" : status.message();
+    } else if (status.phase() == v1::JobStatus::PHASE_STOPPED) {
+      // The worker stopped it on its own (shutting down): the tenant did nothing wrong.
+      const std::string why = status.message().empty() ? "stopped by the worker" : status.message();
+      state = requeue ? "PENDING" : "FAILED";
+      reason = requeue ? absl::StrCat("requeued: ", why) : why;
     } else if (status.exit_code() == 0) {
       state = "SUCCEEDED";
       reason = status.message().empty() ? "exited with code 0" : status.message();

@@ -74,6 +74,14 @@ class PgJobStore {
   // --- scheduling loop -------------------------------------------------------------
   /// Pending and running jobs as the scheduler sees them.
   absl::StatusOr<std::vector<scheduler::JobView>> ActiveJobs();
+  /// Jobs as the scheduler reads them, in `tx`: pending and running ones changed since
+  /// `since_xid` (a transaction id watermark; empty = all active jobs). Ids of changed jobs
+  /// that are no longer active are appended to `ended` (when not null).
+  static std::vector<scheduler::JobView> ReadSchedulerJobs(pqxx::transaction_base& tx,
+                                                           const std::string& since_xid,
+                                                           std::vector<std::string>* ended);
+  /// Running jobs with a placement on `node`, with their GPU indices there.
+  absl::StatusOr<std::vector<std::pair<std::string, std::vector<int>>>> RunningOnNode(const std::string& node);
   /// Persists one round's decisions in one transaction.
   absl::Status ApplyDecisions(const scheduler::Decisions& d,
                               const std::map<std::string, std::string>& job_models, int64_t now_ms,

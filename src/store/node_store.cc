@@ -27,6 +27,8 @@ absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_m
           req.node(), g.index(), g.uuid(), g.memory_total_mib(), now_ms);
     }
     tx.exec_params("DELETE FROM gpus WHERE node = $1 AND idx >= $2", req.node(), req.gpus_size());
+    // The GPU list may have changed shape: the scheduler re-reads the whole node.
+    tx.exec_params("UPDATE nodes SET change_xid = pg_current_xact_id() WHERE name = $1", req.node());
   });
 }
 
@@ -47,17 +49,19 @@ absl::Status PgNodeStore::RecordTelemetry(const std::string& node, const v1::Tel
   });
 }
 
-absl::StatusOr<v1::Node> PgNodeStore::SetCordoned(const std::string& node, bool cordoned) {
+absl::StatusOr<v1::Node> PgNodeStore::SetCordoned(const std::string& node, bool cordoned, bool drain) {
   bool found = false;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
-    found = !tx.exec_params("UPDATE nodes SET cordoned = $2 WHERE name = $1 RETURNING name", node, cordoned)
+    found = !tx.exec_params("UPDATE nodes SET cordoned = $2, draining = $3 WHERE name = $1 RETURNING name", node,
+                            cordoned || drain, drain)
                  .empty();
   });
   if (!st.ok()) return st;
   if (!found) return absl::NotFoundError(absl::StrCat("node '", node, "' not found"));
   v1::Node out;
   out.set_name(node);
-  out.set_cordoned(cordoned);
+  out.set_cordoned(cordoned || drain);
+  out.set_draining(drain);
   return out;
 }
 
@@ -78,11 +82,12 @@ absl::Status PgNodeStore::SetReclaimed(const std::string& node, const std::vecto
 }
 
 namespace {
-constexpr char kNodeGpuQuery[] =
+constexpr char kNodeGpuQueryHead[] =
     "SELECT n.name, n.gpu_model, n.fabric, n.cordoned, n.lost, n.last_heartbeat_ms, n.backend,"
     " g.idx, g.uuid, g.utilization_pct, g.memory_used_mib, g.memory_total_mib, g.healthy,"
-    " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms"
-    " FROM nodes n LEFT JOIN gpus g ON g.node = n.name ORDER BY n.name, g.idx";
+    " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms, n.draining"
+    " FROM nodes n LEFT JOIN gpus g ON g.node = n.name";
+constexpr char kNodeGpuQueryTail[] = " ORDER BY n.name, g.idx";
 
 bool Offerable(const pqxx::row& r, const HarvestConfig& cfg, int64_t now_ms) {
   if (r[7].is_null()) return false;
@@ -104,14 +109,15 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
         jobs_on[absl::StrCat(row[0].as<std::string>(), "/", idx)].push_back(row[2].as<std::string>());
       }
     }
-    for (const auto& r : tx.exec(kNodeGpuQuery)) {
+    for (const auto& r : tx.exec(absl::StrCat(kNodeGpuQueryHead, kNodeGpuQueryTail))) {
       const std::string name = r[0].as<std::string>();
       if (out.empty() || out.back().name() != name) {
         v1::Node& n = out.emplace_back();
         n.set_name(name);
         n.set_gpu_model(r[1].as<std::string>());
         n.set_fabric(r[2].as<std::string>());
-        n.set_cordoned(r[3].as<bool>());
+        n.set_cordoned(r[3].as<bool>() || r[17].as<bool>());
+        n.set_draining(r[17].as<bool>());
         n.set_lost(r[4].as<bool>());
         SetTimestampMs(r[5].as<int64_t>(), n.mutable_last_heartbeat());
         n.set_backend(r[6].as<std::string>());
@@ -145,31 +151,38 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
   return out;
 }
 
-absl::StatusOr<std::vector<scheduler::NodeView>> PgNodeStore::SchedulerNodes(const HarvestConfig& cfg,
-                                                                            int64_t now_ms) {
-  std::vector<scheduler::NodeView> out;
-  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
-    out.clear();
-    for (const auto& r : tx.exec(kNodeGpuQuery)) {
-      if (r[4].as<bool>()) continue;  // lost
-      const std::string name = r[0].as<std::string>();
-      if (out.empty() || out.back().id != name) {
-        scheduler::NodeView& n = out.emplace_back();
-        n.id = name;
-        n.gpu_model = r[1].as<std::string>();
-        n.fabric = r[2].as<std::string>();
-        n.cordoned = r[3].as<bool>();
-      }
-      if (r[7].is_null()) continue;
-      scheduler::GpuView g;
-      g.index = r[7].as<int>();
-      g.healthy = r[12].as<bool>();
-      g.owner_busy = r[14].as<bool>() || r[15].as<bool>();
-      g.offerable = Offerable(r, cfg, now_ms);
-      out.back().gpus.push_back(g);
+std::vector<StoredNode> PgNodeStore::ReadSchedulerNodes(pqxx::transaction_base& tx, const std::string& since_xid,
+                                                       std::vector<std::string>* gone) {
+  std::vector<StoredNode> out;
+  // Nodes whose row or any GPU row changed since the watermark (all when there is none).
+  const std::string filter =
+      since_xid.empty()
+          ? ""
+          : " WHERE n.change_xid >= " + tx.quote(since_xid) + "::xid8 OR n.name IN (SELECT node FROM gpus"
+            " WHERE change_xid >= " + tx.quote(since_xid) + "::xid8)";
+  for (const auto& r : tx.exec(absl::StrCat(kNodeGpuQueryHead, filter, kNodeGpuQueryTail))) {
+    const std::string name = r[0].as<std::string>();
+    if (r[4].as<bool>()) {  // lost
+      if (gone != nullptr && (gone->empty() || gone->back() != name)) gone->push_back(name);
+      continue;
     }
-  });
-  if (!st.ok()) return st;
+    if (out.empty() || out.back().view.id != name) {
+      scheduler::NodeView& n = out.emplace_back().view;
+      n.id = name;
+      n.gpu_model = r[1].as<std::string>();
+      n.fabric = r[2].as<std::string>();
+      n.cordoned = r[3].as<bool>() || r[17].as<bool>();
+      n.draining = r[17].as<bool>();
+    }
+    if (r[7].is_null()) continue;
+    scheduler::GpuView& g = out.back().view.gpus.emplace_back();
+    g.index = r[7].as<int>();
+    g.healthy = r[12].as<bool>();
+    scheduler::OwnerRecord& o = out.back().owner.emplace_back();
+    o.telemetry_busy = r[14].as<bool>();
+    o.reclaimed = r[15].as<bool>();
+    o.idle_since_ms = r[16].as<int64_t>();
+  }
   return out;
 }
 

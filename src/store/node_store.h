@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "scheduler/harvest.h"
 #include "scheduler/scheduler.h"
 #include "src/store/pg_pool.h"
 #include "surplus/v1/operator.pb.h"
@@ -19,20 +20,31 @@ struct HarvestConfig {
   int64_t lost_after_ms = 10'000;
 };
 
+/// A node as stored: the scheduler's view, and its GPUs' owner records (parallel to
+/// view.gpus).
+struct StoredNode {
+  scheduler::NodeView view;
+  std::vector<scheduler::OwnerRecord> owner;
+};
+
 class PgNodeStore {
  public:
   explicit PgNodeStore(PgPool& pool) : pool_(pool) {}
 
   absl::Status Register(const surplus::v1::RegisterRequest& req, int64_t now_ms);
   absl::Status RecordTelemetry(const std::string& node, const surplus::v1::Telemetry& t, int64_t now_ms);
-  /// NOT_FOUND for an unknown node.
-  absl::StatusOr<surplus::v1::Node> SetCordoned(const std::string& node, bool cordoned);
+  /// NOT_FOUND for an unknown node. `drain` also cordons, and running jobs get a notice.
+  absl::StatusOr<surplus::v1::Node> SetCordoned(const std::string& node, bool cordoned, bool drain);
   /// Marks GPUs reclaimed (or released) by the owner. Empty `gpus` = all of the node.
   absl::Status SetReclaimed(const std::string& node, const std::vector<int>& gpus, bool reclaimed,
                             int64_t now_ms);
   absl::StatusOr<std::vector<surplus::v1::Node>> ListNodes(const HarvestConfig& cfg, int64_t now_ms);
-  /// Live (not lost) nodes as the scheduler sees them; tenant masks are filled by the caller.
-  absl::StatusOr<std::vector<scheduler::NodeView>> SchedulerNodes(const HarvestConfig& cfg, int64_t now_ms);
+  /// Nodes as the scheduler reads them, in `tx`: those changed since `since_xid` (a
+  /// transaction id watermark; empty = all). Lost nodes are not returned but appended to
+  /// `gone` (when not null). Owner state comes as records for a HarvestTracker to judge;
+  /// GpuView::owner_busy/offerable are left for it to set.
+  static std::vector<StoredNode> ReadSchedulerNodes(pqxx::transaction_base& tx, const std::string& since_xid,
+                                                    std::vector<std::string>* gone);
 
  private:
   PgPool& pool_;

@@ -317,5 +317,117 @@ TEST_F(E2e, WorkerKilledJobsBecomeLostAndBillingStops) {
   RunCommand({"pkill", "-f", "sleep 15"}, &out);
 }
 
+// Milliseconds of the job's events whose reason contains `text` (in order).
+std::vector<int64_t> EventTimes(const Stack& stack, const std::string& job, const std::string& text) {
+  std::vector<int64_t> out;
+  const std::string rows = stack.Sql("SELECT at_ms FROM job_events WHERE job_id = '" + job +
+                                     "' AND reason LIKE '%" + text + "%' ORDER BY id");
+  for (absl::string_view line : absl::StrSplit(rows, '\n', absl::SkipEmpty())) {
+    int64_t v = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(line, &v)) << line;
+    out.push_back(v);
+  }
+  return out;
+}
+
+TEST_F(E2e, HarvestWindowOwnerLoadReclaimsWithNoticeAndRequeues) {
+  constexpr int64_t kWindow = 2000;
+  constexpr int64_t kNotice = 2000;
+  Start("harvest", {"--owner-idle-window-ms", std::to_string(kWindow), "--preemption-notice-ms",
+                    std::to_string(kNotice)});
+  // The owner's processes appear on GPU 0 at 6 s and leave at 9 s after the worker starts.
+  const std::string trace = stack_->dir() + "/owner.csv";
+  WriteFile(trace, "t_ms,gpu_index,busy\n6000,0,1\n9000,0,0\n");
+  stack_->StartWorker("node-h", 1, {"--owner-trace", trace});
+  v1::JobSpec spec = ExecSpec("tenant-job", {"sleep", "120"}, 1, "", 3'000'000);
+  spec.set_requeue(true);
+  const std::string id = Submit(spec);
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000)) << Get(id).reason();
+  int64_t registered = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(stack_->Sql("SELECT registered_ms FROM nodes WHERE name = 'node-h'"), &registered));
+  // Offered only once the owner had left the GPU idle for the window.
+  const std::vector<int64_t> starts = EventTimes(*stack_, id, "starting on");
+  ASSERT_EQ(starts.size(), 1u);
+  EXPECT_GE(starts[0] - registered, kWindow);
+
+  // The owner comes back: the job gets a notice and is off the GPU within it, then waits.
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state() == v1::JOB_STATE_PENDING; }, 20000)) << Get(id).reason();
+  EXPECT_EQ(EventTimes(*stack_, id, "was reclaimed by its owner").size(), 2u);  // notice, requeue
+  const std::vector<int64_t> notices = EventTimes(*stack_, id, "preemption notice");
+  const std::vector<int64_t> requeued = EventTimes(*stack_, id, "requeued");
+  ASSERT_EQ(notices.size(), 1u);
+  ASSERT_EQ(requeued.size(), 1u);
+  EXPECT_LE(requeued[0] - notices[0], kNotice + 1000);
+
+  // Idle again at 9 s: offered again only after the window, and the job runs again.
+  ASSERT_TRUE(WaitFor([&] { return EventTimes(*stack_, id, "starting on").size() == 2; }, 20000))
+      << Get(id).reason();
+  int64_t idle_since = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      stack_->Sql("SELECT owner_idle_since_ms FROM gpus WHERE node = 'node-h' AND idx = 0"), &idle_since));
+  EXPECT_GT(idle_since, notices[0]);
+  EXPECT_GE(EventTimes(*stack_, id, "starting on")[1] - idle_since, kWindow);
+  EXPECT_EQ(Get(id).attempt(), 2);
+}
+
+TEST_F(E2e, UnhealthyGpuFailsOrRequeuesItsJobs) {
+  Start("health");
+  // Both GPUs of node-x raise XID 79 (fallen off the bus) 3 s after the worker starts.
+  const std::string trace = stack_->dir() + "/faults.csv";
+  WriteFile(trace, "3000,0,0,79\n3000,1,0,79\n");
+  stack_->StartWorker("node-x", 2, {"--owner-trace", trace});
+  const std::string plain = Submit(ExecSpec("plain", {"sleep", "120"}, 1, "", 3'000'000));
+  v1::JobSpec spec = ExecSpec("requeue", {"sleep", "120"}, 1, "", 3'000'000);
+  spec.set_requeue(true);
+  const std::string again = Submit(spec);
+  ASSERT_TRUE(WaitState(plain, v1::JOB_STATE_RUNNING, 15000)) << Get(plain).reason();
+  ASSERT_TRUE(WaitState(again, v1::JOB_STATE_RUNNING, 15000)) << Get(again).reason();
+
+  ASSERT_TRUE(WaitState(plain, v1::JOB_STATE_FAILED, 20000)) << Get(plain).reason();
+  EXPECT_NE(Get(plain).reason().find("unhealthy"), std::string::npos) << Get(plain).reason();
+  ASSERT_TRUE(WaitFor([&] { return Get(again).state() == v1::JOB_STATE_PENDING; }, 20000)) << Get(again).reason();
+  EXPECT_EQ(EventTimes(*stack_, again, "requeued: GPU").size(), 1u);
+  // Nothing is placed on the failed GPUs; the operator sees why.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(Get(again).state(), v1::JOB_STATE_PENDING) << Get(again).reason();
+  EXPECT_EQ(stack_->Sql("SELECT string_agg(health_reason, ',' ORDER BY idx) FROM gpus WHERE node = 'node-x'"),
+            "XID 79 (simulated),XID 79 (simulated)");
+  // A healthy node takes the requeued job.
+  stack_->StartWorker("node-y", 1);
+  ASSERT_TRUE(WaitState(again, v1::JOB_STATE_RUNNING, 20000)) << Get(again).reason();
+  EXPECT_EQ(Get(again).placements(0).node(), "node-y");
+  EXPECT_EQ(Get(again).attempt(), 2);
+}
+
+TEST_F(E2e, CordonKeepsJobsRunningDrainGivesThemNotice) {
+  Start("drain", {"--preemption-notice-ms", "2000"});
+  stack_->StartWorker("node-d", 1);
+  const std::string id = Submit(ExecSpec("resident", {"sleep", "120"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000)) << Get(id).reason();
+  auto cordon = [&](bool cordoned, bool drain) {
+    v1::CordonNodeRequest req;
+    req.set_node("node-d");
+    req.set_cordoned(cordoned);
+    req.set_drain(drain);
+    v1::Node node;
+    auto c = Ctx(stack_->operator_key());
+    grpc::Status s = stack_->Operator()->CordonNode(c.get(), req, &node);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return node;
+  };
+  EXPECT_TRUE(cordon(true, false).cordoned());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // several rounds
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING) << Get(id).reason();
+  const v1::Node drained = cordon(true, true);
+  EXPECT_TRUE(drained.draining());
+  EXPECT_TRUE(drained.cordoned());
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_PREEMPTED, 15000)) << Get(id).reason();
+  EXPECT_NE(Get(id).reason().find("drained"), std::string::npos) << Get(id).reason();
+  // Uncordoned, the node takes work again.
+  EXPECT_FALSE(cordon(false, false).draining());
+  const std::string next = Submit(ExecSpec("next", {"sleep", "1"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(next, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(next).reason();
+}
+
 }  // namespace
 }  // namespace surplus::testing

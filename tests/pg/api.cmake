@@ -1,5 +1,10 @@
 add_executable(api_pgtest ${CMAKE_CURRENT_LIST_DIR}/api_pgtest.cc)
-target_link_libraries(api_pgtest PRIVATE surplus_test_stack GTest::gtest_main)
+target_link_libraries(api_pgtest PRIVATE surplus_test_stack surplus_store GTest::gtest_main)
 target_compile_options(api_pgtest PRIVATE ${SURPLUS_WARNING_FLAGS})
 add_dependencies(api_pgtest surplus-control)
 gtest_discover_tests(api_pgtest PROPERTIES LABELS pg TIMEOUT 120 DISCOVERY_TIMEOUT 30)
+
+add_executable(feed_pgtest ${CMAKE_CURRENT_LIST_DIR}/feed_pgtest.cc)
+target_link_libraries(feed_pgtest PRIVATE surplus_test_support surplus_store GTest::gtest_main)
+target_compile_options(feed_pgtest PRIVATE ${SURPLUS_WARNING_FLAGS})
+gtest_discover_tests(feed_pgtest PROPERTIES LABELS pg TIMEOUT 120 DISCOVERY_TIMEOUT 30)

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -169,6 +170,15 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::trunc);
+  out << data;
+  if (!out) {
+    std::cerr << "cannot write " << path << "\n";
+    std::abort();
+  }
 }
 
 }  // namespace surplus::testing

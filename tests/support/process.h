@@ -49,5 +49,7 @@ std::string MakeTempDir(const std::string& prefix);
 
 /// Reads a whole file ("" when missing).
 std::string ReadFile(const std::string& path);
+/// Writes `data` to `path` (replacing it); aborts the test binary when it cannot.
+void WriteFile(const std::string& path, const std::string& data);
 
 }  // namespace surplus::testing

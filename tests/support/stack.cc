@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -61,6 +62,11 @@ void Stack::StartControl() {
                                    "200",
                                    "--log-level",
                                    "info"};
+  // Tests offer idle GPUs at once unless they set a harvest window themselves.
+  if (std::find(opts_.control_args.begin(), opts_.control_args.end(), "--owner-idle-window-ms") ==
+      opts_.control_args.end()) {
+    argv.insert(argv.end(), {"--owner-idle-window-ms", "0"});
+  }
   for (const auto& a : opts_.control_args) argv.push_back(a);
   control_ = Child(argv, dir_ + "/control.log");
   channel_ = MakeChannel(endpoint());

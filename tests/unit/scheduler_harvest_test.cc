@@ -29,6 +29,41 @@ TEST(HarvestTracker, OffersAfterIdleWindow) {
   EXPECT_EQ(t.NextOfferable(2 * kMinute), 6 * kMinute);
 }
 
+TEST(HarvestTracker, SyncFromStoredRecordsKeepsTheWindowAcrossLeaders) {
+  // A new leader syncs from what another replica stored: the GPU went idle at minute 1,
+  // so the window ends at minute 6 whenever this tracker was created.
+  HarvestTracker t(HarvestConfig{5 * kMinute});
+  NodeView n;
+  n.id = "n1";
+  n.gpus.resize(2);
+  n.gpus[1].index = 1;
+  const std::vector<OwnerRecord> idle = {{false, false, 1 * kMinute}, {true, false, 0}};
+  t.SyncNode(idle, 4 * kMinute, &n);
+  EXPECT_FALSE(n.gpus[0].owner_busy);
+  EXPECT_FALSE(n.gpus[0].offerable);
+  EXPECT_TRUE(n.gpus[1].owner_busy);
+  EXPECT_FALSE(n.gpus[1].offerable);
+  EXPECT_EQ(t.State({"n1", 0}, 4 * kMinute).idle_since_ms, 1 * kMinute);
+  t.SyncNode(idle, 6 * kMinute, &n);
+  EXPECT_TRUE(n.gpus[0].offerable);
+  (void)t.TakeReclaimed();
+
+  // The owner reclaims GPU 0 explicitly: busy at once and reported; released at minute 9,
+  // it is offered again from minute 14.
+  t.SyncNode({{false, true, 0}, {true, false, 0}}, 7 * kMinute, &n);
+  EXPECT_TRUE(n.gpus[0].owner_busy);
+  EXPECT_EQ(t.TakeReclaimed(), (std::vector<GpuRef>{GpuRef{"n1", 0}}));
+  t.SyncNode({{false, false, 9 * kMinute}, {true, false, 0}}, 9 * kMinute, &n);
+  EXPECT_FALSE(n.gpus[0].offerable);
+  t.SyncNode({{false, false, 9 * kMinute}, {true, false, 0}}, 14 * kMinute, &n);
+  EXPECT_TRUE(n.gpus[0].offerable);
+  // A record without a time (the store had none) starts the window at the sync.
+  HarvestTracker fresh(HarvestConfig{5 * kMinute});
+  fresh.Sync({"n2", 0}, OwnerRecord{false, false, 0}, 20 * kMinute);
+  EXPECT_FALSE(fresh.State({"n2", 0}, 24 * kMinute).offerable);
+  EXPECT_TRUE(fresh.State({"n2", 0}, 25 * kMinute).offerable);
+}
+
 TEST(HarvestTracker, ReclaimIsImmediateAndReported) {
   HarvestTracker t(HarvestConfig{5 * kMinute});
   const GpuRef g{"n1", 3};

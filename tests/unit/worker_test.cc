@@ -347,7 +347,7 @@ TEST(ExecFinalStatus, PhasesAndExitCodes) {
   EXPECT_EQ(stopped.exit_code(), 143);
   EXPECT_EQ(stopped.message(), "stopped: outbid");
   auto too_long = ExecFinalStatus("j", 1, true, SIGKILL, "whatever", 30, 5);
-  EXPECT_EQ(too_long.phase(), v1::JobStatus::PHASE_STOPPED);
+  EXPECT_EQ(too_long.phase(), v1::JobStatus::PHASE_TIMED_OUT);
   EXPECT_EQ(too_long.message(), "exceeded its maximum runtime of 30 s");
 }
 

@@ -1,0 +1,144 @@
+// The scheduling leader's change feed against a real PostgreSQL: a full read, then only
+// what changed, and nothing lost to a transaction that commits late (it began before a
+// read and committed after it).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include <pqxx/pqxx>
+
+#include "absl/strings/str_cat.h"
+#include "src/store/migrations.h"
+#include "src/store/scheduler_feed.h"
+#include "tests/support/pg_instance.h"
+
+namespace surplus::testing {
+namespace {
+
+class FeedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    url_ = SharedPg().CreateDatabase(absl::StrCat("feed_", info->name()));
+    pool_ = std::make_unique<store::PgPool>(url_, 2);
+    ASSERT_TRUE(store::Migrate(*pool_).ok());
+    Exec("INSERT INTO tenants (id, created_ms) VALUES ('t', 1)");
+    Exec("INSERT INTO nodes (name, gpu_model, registered_ms) VALUES ('n1', 'H100-80GB', 1)");
+    Exec("INSERT INTO gpus (node, idx, owner_idle_since_ms) VALUES ('n1', 0, 1), ('n1', 1, 1)");
+  }
+
+  void Exec(const std::string& sql) {
+    pqxx::connection c(url_);
+    pqxx::work tx(c);
+    tx.exec(sql);
+    tx.commit();
+  }
+
+  static std::string InsertJob(const std::string& id) {
+    return absl::StrCat(
+        "INSERT INTO jobs (id, tenant_id, request_id, spec_json, shape_kind, gpus_per_node, tier,"
+        " bid_micros, state, created_ms) VALUES ('", id, "', 't', '", id, "', '{}', 'gpus', 1, 'spot',"
+        " 1000000, 'PENDING', 1)");
+  }
+
+  static std::vector<std::string> Ids(const std::vector<scheduler::JobView>& jobs) {
+    std::vector<std::string> out;
+    for (const auto& j : jobs) out.push_back(j.id);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::string url_;
+  std::unique_ptr<store::PgPool> pool_;
+};
+
+TEST_F(FeedTest, FullReadThenOnlyChanges) {
+  Exec(InsertJob("a"));
+  Exec(InsertJob("b"));
+  store::PgSchedulerFeed feed(*pool_);
+  auto all = feed.ReadChanges();  // no watermark yet: everything
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->full);
+  EXPECT_EQ(Ids(all->jobs), (std::vector<std::string>{"a", "b"}));
+  ASSERT_EQ(all->nodes.size(), 1u);
+  EXPECT_EQ(all->nodes[0].view.gpus.size(), 2u);
+  ASSERT_EQ(all->nodes[0].owner.size(), 2u);
+  EXPECT_EQ(all->nodes[0].owner[1].idle_since_ms, 1);
+
+  // Nothing changed: an empty read (rows read again only while a writer was in flight).
+  auto none = feed.ReadChanges();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->full);
+  EXPECT_TRUE(none->jobs.empty());
+  EXPECT_TRUE(none->nodes.empty());
+
+  // A new job, a cancelled one, a GPU the owner took back.
+  Exec(InsertJob("c"));
+  Exec("UPDATE jobs SET state = 'CANCELLED' WHERE id = 'a'");
+  Exec("UPDATE gpus SET owner_reclaimed = true WHERE node = 'n1' AND idx = 1");
+  auto changes = feed.ReadChanges();
+  ASSERT_TRUE(changes.ok());
+  EXPECT_EQ(Ids(changes->jobs), (std::vector<std::string>{"c"}));
+  EXPECT_EQ(changes->ended_jobs, (std::vector<std::string>{"a"}));
+  ASSERT_EQ(changes->nodes.size(), 1u);  // the whole node, both GPUs
+  ASSERT_EQ(changes->nodes[0].owner.size(), 2u);
+  EXPECT_TRUE(changes->nodes[0].owner[1].reclaimed);
+
+  // Columns the scheduler writes every round (reason, price) and telemetry that does not
+  // affect placement are not changes.
+  Exec("UPDATE jobs SET reason = 'outbid', price_micros = 5 WHERE id = 'b'");
+  Exec("UPDATE gpus SET utilization_pct = 50, memory_used_mib = 1000");
+  auto quiet = feed.ReadChanges();
+  ASSERT_TRUE(quiet.ok());
+  EXPECT_TRUE(quiet->jobs.empty());
+  EXPECT_TRUE(quiet->nodes.empty());
+
+  // A lost node is reported gone; cordon and drain are node changes.
+  Exec("UPDATE nodes SET lost = true");
+  auto lost = feed.ReadChanges();
+  ASSERT_TRUE(lost.ok());
+  EXPECT_EQ(lost->gone_nodes, (std::vector<std::string>{"n1"}));
+  Exec("UPDATE nodes SET lost = false, cordoned = true, draining = true");
+  auto drained = feed.ReadChanges();
+  ASSERT_TRUE(drained.ok());
+  ASSERT_EQ(drained->nodes.size(), 1u);
+  EXPECT_TRUE(drained->nodes[0].view.draining);
+  EXPECT_TRUE(drained->nodes[0].view.cordoned);
+}
+
+TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
+  store::PgSchedulerFeed feed(*pool_);
+  ASSERT_TRUE(feed.ReadAll().ok());
+  // A writer takes its transaction id, then a read happens, then the writer commits.
+  pqxx::connection writer_conn(url_);
+  pqxx::work writer(writer_conn);
+  writer.exec(InsertJob("late"));
+  Exec(InsertJob("early"));  // starts and commits after "late" began
+  auto first = feed.ReadChanges();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(Ids(first->jobs), (std::vector<std::string>{"early"}));
+  writer.commit();
+  auto second = feed.ReadChanges();
+  ASSERT_TRUE(second.ok());
+  const auto ids = Ids(second->jobs);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), "late"), ids.end()) << "a late commit was lost";
+  // Once nothing is in flight the feed is quiet again.
+  auto third = feed.ReadChanges();
+  ASSERT_TRUE(third.ok());
+  EXPECT_TRUE(third->jobs.empty());
+}
+
+TEST_F(FeedTest, ReservePricesAndQuotasAreAlwaysComplete) {
+  Exec("INSERT INTO reserve_prices VALUES ('H100-80GB', 1500000, 1)");
+  Exec("UPDATE tenants SET max_gpus = 4 WHERE id = 't'");
+  store::PgSchedulerFeed feed(*pool_);
+  ASSERT_TRUE(feed.ReadAll().ok());
+  auto r = feed.ReadChanges();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->reserve_prices.at("H100-80GB"), 1'500'000);
+  EXPECT_EQ(r->quotas.at("t").max_gpus, 4);
+}
+
+}  // namespace
+}  // namespace surplus::testing
