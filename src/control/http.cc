@@ -122,6 +122,19 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
     absl::StrAppend(&out, "# HELP surplus_scheduler_round_duration_ms Duration of the last round.\n",
                     "# TYPE surplus_scheduler_round_duration_ms gauge\nsurplus_scheduler_round_duration_ms ",
                     stats_.last_round_ms.load(), "\n");
+    absl::StrAppend(&out,
+                    "# HELP surplus_scheduler_round_phase_ms Duration of each phase of the last round.\n"
+                    "# TYPE surplus_scheduler_round_phase_ms gauge\n",
+                    "surplus_scheduler_round_phase_ms{phase=\"read\"} ", stats_.last_read_ms.load(), "\n",
+                    "surplus_scheduler_round_phase_ms{phase=\"schedule\"} ", stats_.last_schedule_ms.load(), "\n",
+                    "surplus_scheduler_round_phase_ms{phase=\"persist\"} ", stats_.last_persist_ms.load(), "\n");
+    absl::StrAppend(&out,
+                    "# HELP surplus_scheduler_changed_rows Rows the last round read from the change feed.\n"
+                    "# TYPE surplus_scheduler_changed_rows gauge\nsurplus_scheduler_changed_rows ",
+                    stats_.last_changed_rows.load(), "\n",
+                    "# HELP surplus_scheduler_full_reads_total Rounds that rebuilt the scheduler from a full read.\n"
+                    "# TYPE surplus_scheduler_full_reads_total counter\nsurplus_scheduler_full_reads_total ",
+                    stats_.full_reads.load(), "\n");
     absl::StrAppend(&out, "# TYPE surplus_scheduler_assignments_total counter\nsurplus_scheduler_assignments_total ",
                     stats_.assignments.load(), "\n");
     absl::StrAppend(&out, "# TYPE surplus_scheduler_preemptions_total counter\nsurplus_scheduler_preemptions_total ",

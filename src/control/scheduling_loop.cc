@@ -90,12 +90,16 @@ void SchedulingLoop::Loop() {
   }
 }
 
-void SchedulingLoop::DropState() {
+void SchedulingLoop::ClearState() {
   engine_.reset();
-  feed_.Reset();
   nodes_.clear();
   offerable_at_.clear();
   harvest_ = scheduler::HarvestTracker(harvest_.config());
+}
+
+void SchedulingLoop::DropState() {
+  ClearState();
+  feed_.Reset();
 }
 
 scheduler::NodeView SchedulingLoop::NodeNow(const store::StoredNode& node, int64_t now_ms) {
@@ -112,7 +116,7 @@ scheduler::NodeView SchedulingLoop::NodeNow(const store::StoredNode& node, int64
 void SchedulingLoop::Absorb(store::FeedRead read, int64_t now_ms) {
   scheduler::MarketConfig market = api::MarketFromStore(ctx_.config.market, read);
   if (read.full || !engine_) {
-    DropState();
+    ClearState();  // the feed continues from this read
     scheduler::Snapshot snap;
     snap.now_ms = now_ms;
     snap.market = market;
@@ -172,6 +176,7 @@ absl::Status SchedulingLoop::RunRound() {
   }
   stats_.last_changed_rows = static_cast<int64_t>(read->nodes.size() + read->gone_nodes.size() +
                                                   read->jobs.size() + read->ended_jobs.size());
+  const auto t_read = std::chrono::steady_clock::now();
   Absorb(std::move(*read), now);
   for (const auto& gpu : harvest_.TakeReclaimed()) {
     spdlog::debug("owner busy on {} GPU {}: its tenant jobs get a notice", gpu.node_id, gpu.gpu_index);
@@ -179,6 +184,7 @@ absl::Status SchedulingLoop::RunRound() {
   scheduler::RoundOptions options;
   options.full_report = full_report_;
   scheduler::Decisions d = engine_->Round(now, options);
+  const auto t_schedule = std::chrono::steady_clock::now();
 
   std::map<std::string, std::string> job_models;
   std::set<std::string> touched;
@@ -217,11 +223,15 @@ absl::Status SchedulingLoop::RunRound() {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),
                  engine_->pending_jobs());
   }
+  const auto t_end = std::chrono::steady_clock::now();
+  auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };
+  stats_.last_read_ms = ms(t0, t_read);
+  stats_.last_schedule_ms = ms(t_read, t_schedule);
+  stats_.last_persist_ms = ms(t_schedule, t_end);
   stats_.rounds++;
   stats_.assignments += static_cast<int64_t>(d.assignments.size());
   stats_.preemptions += static_cast<int64_t>(d.preemptions.size());
-  stats_.last_round_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  stats_.last_round_ms = ms(t0, t_end);
   return absl::OkStatus();
 }
 

@@ -33,6 +33,9 @@ struct LoopStats {
   std::atomic<bool> leader{false};
   std::atomic<int64_t> full_reads{0};       ///< rounds that rebuilt the state from a full read
   std::atomic<int64_t> last_changed_rows{0};  ///< rows read by the last round
+  std::atomic<int64_t> last_read_ms{0};       ///< lost nodes, change feed
+  std::atomic<int64_t> last_schedule_ms{0};   ///< deltas applied, round run
+  std::atomic<int64_t> last_persist_ms{0};    ///< decisions and prices written
 };
 
 class SchedulingLoop {
@@ -54,6 +57,8 @@ class SchedulingLoop {
   /// A stored node as the engine should see it at now_ms (owner state judged by harvest_);
   /// remembers when its idle GPUs become offerable.
   scheduler::NodeView NodeNow(const store::StoredNode& node, int64_t now_ms);
+  /// Forgets the kept state; DropState() also makes the next read a full one.
+  void ClearState();
   void DropState();
 
   api::ApiContext& ctx_;

@@ -491,65 +491,112 @@ const char* CauseName(scheduler::PreemptCause c) {
   }
   return "outbid";
 }
+
+// One statement per kind of decision, whatever the number of jobs: arrays in, one row per
+// job out of unnest.
+constexpr char kAssignBulk[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[])"
+    "  AS v(id, price, model, reason)),"
+    " u AS (UPDATE jobs j SET state = 'RUNNING', attempt = j.attempt + 1, assigned_ms = $5,"
+    "  started_ms = NULL, price_micros = v.price, assigned_model = v.model, reason = v.reason,"
+    "  stop_requested = false, stop_cause = '', stop_reason = '', stop_deadline_ms = NULL"
+    "  FROM v WHERE j.id = v.id AND j.state = 'PENDING'"  // not cancelled meanwhile
+    "  RETURNING j.id, j.attempt, j.price_micros, j.reason),"
+    " pl AS (INSERT INTO job_placements (job_id, attempt, node, gpu_indices, slice_profile, slot_start)"
+    "  SELECT u.id, u.attempt, p.node, p.gpus, p.profile, p.slot FROM u"
+    "  JOIN unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::int[])"
+    "  AS p(job, node, gpus, profile, slot) ON p.job = u.id),"
+    " pr AS (INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"
+    "  SELECT id, attempt, $5, price_micros FROM u ON CONFLICT DO NOTHING)"
+    " INSERT INTO job_events (job_id, at_ms, state, reason) SELECT id, $5, 'RUNNING', reason FROM u";
+
+constexpr char kPreemptBulk[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
+    "  AS v(id, cause, reason, deadline)),"
+    " u AS (UPDATE jobs j SET stop_requested = true, stop_cause = v.cause, stop_reason = v.reason,"
+    "  stop_deadline_ms = v.deadline, reason = 'preempted: ' || v.reason"
+    "  FROM v WHERE j.id = v.id AND j.state = 'RUNNING' AND NOT j.stop_requested RETURNING j.id, v.reason)"
+    " INSERT INTO job_events (job_id, at_ms, state, reason)"
+    " SELECT id, $5, 'RUNNING', 'preemption notice: ' || reason FROM u";
+
+constexpr char kPriceBulk[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(id, price)),"
+    " u AS (UPDATE jobs j SET price_micros = v.price FROM v"
+    "  WHERE j.id = v.id AND j.state = 'RUNNING' AND j.price_micros <> v.price"
+    "  RETURNING j.id, j.attempt, j.price_micros)"
+    " INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"
+    " SELECT id, attempt, $3, price_micros FROM u"
+    " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros";
+
+constexpr char kReasonBulk[] =
+    "UPDATE jobs j SET reason = v.reason FROM unnest($1::text[], $2::text[]) AS v(id, reason)"
+    " WHERE j.id = v.id AND j.state = 'PENDING' AND j.reason <> v.reason";
+
+template <typename T>
+std::vector<std::string> AsText(const std::vector<T>& v) {
+  std::vector<std::string> out;
+  out.reserve(v.size());
+  for (const T& x : v) out.push_back(absl::StrCat(x));
+  return out;
+}
+
 }  // namespace
 
 absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
                                         const std::map<std::string, std::string>& job_models,
                                         int64_t now_ms, int64_t notice_ms) {
+  // Arrays built once, outside the (retryable) transaction.
+  std::vector<std::string> a_ids, a_models, a_reasons, p_jobs, p_nodes, p_gpus, p_profiles;
+  std::vector<int64_t> a_prices;
+  std::vector<int> p_slots;
+  for (const auto& a : d.assignments) {
+    auto model_it = job_models.find(a.job_id);
+    std::vector<std::string> nodes;
+    for (const auto& p : a.placements) {
+      nodes.push_back(p.node_id);
+      p_jobs.push_back(a.job_id);
+      p_nodes.push_back(p.node_id);
+      p_gpus.push_back(JoinInts(p.gpu_indices));
+      p_profiles.push_back(p.slice_profile);
+      p_slots.push_back(p.slot_start);
+    }
+    a_ids.push_back(a.job_id);
+    a_prices.push_back(a.price);
+    a_models.push_back(model_it == job_models.end() ? "" : model_it->second);
+    a_reasons.push_back(absl::StrCat("starting on ", absl::StrJoin(nodes, ", ")));
+  }
+  std::vector<std::string> x_ids, x_causes, x_reasons;
+  std::vector<int64_t> x_deadlines;
+  for (const auto& p : d.preemptions) {
+    // A failing GPU cannot honour a long notice: its jobs get a short grace to exit.
+    const int64_t notice =
+        p.cause == scheduler::PreemptCause::kUnhealthy ? std::min(notice_ms, kUnhealthyGraceMs) : notice_ms;
+    x_ids.push_back(p.job_id);
+    x_causes.push_back(CauseName(p.cause));
+    x_reasons.push_back(p.reason);
+    x_deadlines.push_back(now_ms + notice);
+  }
+  std::vector<std::string> r_ids, r_prices, q_ids, q_reasons;
+  for (const auto& [job_id, price] : d.running_prices) {
+    r_ids.push_back(job_id);
+    r_prices.push_back(absl::StrCat(price));
+  }
+  for (const auto& [job_id, reason] : d.pending_reasons) {
+    q_ids.push_back(job_id);
+    q_reasons.push_back(reason);
+  }
   return pool_.Transact([&](pqxx::work& tx) {
-    for (const auto& a : d.assignments) {
-      auto model_it = job_models.find(a.job_id);
-      const std::string model = model_it == job_models.end() ? "" : model_it->second;
-      std::vector<std::string> nodes;
-      for (const auto& p : a.placements) nodes.push_back(p.node_id);
-      const std::string reason = absl::StrCat("starting on ", absl::StrJoin(nodes, ", "));
-      auto r = tx.exec_params(
-          "UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, assigned_ms = $2,"
-          " started_ms = NULL, price_micros = $3, assigned_model = $4, reason = $5,"
-          " stop_requested = false, stop_cause = '', stop_reason = '', stop_deadline_ms = NULL"
-          " WHERE id = $1 AND state = 'PENDING' RETURNING attempt",
-          a.job_id, now_ms, a.price, model, reason);
-      if (r.empty()) continue;  // cancelled meanwhile
-      const int attempt = r[0][0].as<int>();
-      for (const auto& p : a.placements) {
-        std::vector<int> idx(p.gpu_indices.begin(), p.gpu_indices.end());
-        tx.exec_params(
-            "INSERT INTO job_placements (job_id, attempt, node, gpu_indices, slice_profile, slot_start)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            a.job_id, attempt, p.node_id, JoinInts(idx), p.slice_profile, p.slot_start);
-      }
-      tx.exec_params(
-          "INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros) VALUES ($1, $2, $3, $4)"
-          " ON CONFLICT DO NOTHING",
-          a.job_id, attempt, now_ms, a.price);
-      AddEvent(tx, a.job_id, now_ms, "RUNNING", reason);
+    if (!a_ids.empty()) {
+      tx.exec_params(kAssignBulk, PgArray(a_ids), PgArray(AsText(a_prices)), PgArray(a_models), PgArray(a_reasons),
+                     now_ms, PgArray(p_jobs), PgArray(p_nodes), PgArray(p_gpus), PgArray(p_profiles),
+                     PgArray(AsText(p_slots)));
     }
-    for (const auto& p : d.preemptions) {
-      // A failing GPU cannot honour a long notice: its jobs get a short grace to exit.
-      const int64_t notice =
-          p.cause == scheduler::PreemptCause::kUnhealthy ? std::min(notice_ms, kUnhealthyGraceMs) : notice_ms;
-      auto r = tx.exec_params(
-          "UPDATE jobs SET stop_requested = true, stop_cause = $2, stop_reason = $3,"
-          " stop_deadline_ms = $4, reason = 'preempted: ' || $3"
-          " WHERE id = $1 AND state = 'RUNNING' AND NOT stop_requested RETURNING id",
-          p.job_id, std::string(CauseName(p.cause)), p.reason, now_ms + notice);
-      if (!r.empty()) AddEvent(tx, p.job_id, now_ms, "RUNNING", absl::StrCat("preemption notice: ", p.reason));
+    if (!x_ids.empty()) {
+      tx.exec_params(kPreemptBulk, PgArray(x_ids), PgArray(x_causes), PgArray(x_reasons),
+                     PgArray(AsText(x_deadlines)), now_ms);
     }
-    for (const auto& [job_id, price] : d.running_prices) {
-      auto r = tx.exec_params(
-          "UPDATE jobs SET price_micros = $2 WHERE id = $1 AND state = 'RUNNING' AND price_micros <> $2"
-          " RETURNING attempt",
-          job_id, price);
-      if (r.empty()) continue;
-      tx.exec_params(
-          "INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros) VALUES ($1, $2, $3, $4)"
-          " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros",
-          job_id, r[0][0].as<int>(), now_ms, price);
-    }
-    for (const auto& [job_id, reason] : d.pending_reasons) {
-      tx.exec_params("UPDATE jobs SET reason = $2 WHERE id = $1 AND state = 'PENDING' AND reason <> $2",
-                     job_id, reason);
-    }
+    if (!r_ids.empty()) tx.exec_params(kPriceBulk, PgArray(r_ids), PgArray(r_prices), now_ms);
+    if (!q_ids.empty()) tx.exec_params(kReasonBulk, PgArray(q_ids), PgArray(q_reasons));
   });
 }
 

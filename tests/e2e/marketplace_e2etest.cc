@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <httplib.h>
+
 #include <map>
 #include <thread>
 
@@ -173,6 +175,12 @@ class E2e : public ::testing::Test {
     EXPECT_EQ(inv.total_micros(), total);
   }
 
+  std::string Metrics() {
+    httplib::Client http("http://" + stack_->http());
+    auto res = http.Get("/metrics");
+    return res && res->status == 200 ? res->body : std::string();
+  }
+
   std::unique_ptr<Stack> stack_;
   std::string key_;
 };
@@ -225,6 +233,11 @@ TEST_F(E2e, JobsRunToTheirEndStatesWithLogsAndInvoice) {
   EXPECT_GE(ok_gpu_ms, 1900);
   EXPECT_LE(ok_gpu_ms, 4000);
   ExpectInvoiceMatchesRawTables();
+
+  // The leader read the store in full once and only changes afterwards.
+  const std::string metrics = Metrics();
+  EXPECT_NE(metrics.find("\nsurplus_scheduler_full_reads_total 1\n"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("\nsurplus_scheduler_rounds_total 1\n"), std::string::npos) << metrics;
 }
 
 TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
