@@ -89,6 +89,9 @@ absl::StatusOr<PgPool::Slot*> PgPool::Acquire() {
   }
   try {
     auto conn = std::make_unique<pqxx::connection>(url_);
+    // Short OLTP statements: JIT compilation (on by default when the planner's estimate is
+    // large) costs seconds and saves nothing here.
+    pqxx::nontransaction(*conn).exec("SET jit = off");
     for (const auto& [name, sql] : prepared_) conn->prepare(name, sql);
     slot->conn = std::move(conn);
     std::lock_guard<std::mutex> lock(mu_);
