@@ -8,5 +8,6 @@ surplus_add_library(surplus_worker_core
     ${CMAKE_CURRENT_LIST_DIR}/usage_record.cc
     ${CMAKE_CURRENT_LIST_DIR}/spool.cc
     ${CMAKE_CURRENT_LIST_DIR}/runner.cc
+    ${CMAKE_CURRENT_LIST_DIR}/cgroups.cc
   PUBLIC_DEPS absl::status absl::statusor absl::strings absl::synchronization absl::time
               Threads::Threads)

@@ -55,6 +55,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", opt.tls_ca_file, "CA bundle to verify the servers with (default: plaintext)");
   app.add_option("--api-key", opt.api_key, "worker-role API key");
   app.add_option("--state-dir", opt.state_dir, "job folders, logs, usage spool and job records");
+  app.add_option("--job-cgroups", opt.job_cgroups,
+                 "one cgroup per exec job with its share of CPUs and memory: auto (where the host allows), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--cgroup-root", opt.cgroup_fs_root, "cgroup file system root");
+  app.add_option("--job-user", opt.job_user, "run exec jobs as this unprivileged user (the worker runs as root)");
   app.add_option("--telemetry-ms", opt.telemetry_ms, "telemetry interval")->check(CLI::Range(50, 60'000));
   app.add_option("--usage-interval-ms", opt.usage_interval_ms, "usage record interval")
       ->check(CLI::Range(100, 3'600'000));

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -43,6 +44,8 @@ constexpr int kStageSetpgid = 1;
 constexpr int kStageChdir = 2;
 constexpr int kStageDup = 3;
 constexpr int kStageExec = 4;
+constexpr int kStageCgroup = 5;
+constexpr int kStageUser = 6;
 
 const char* StageName(int stage) {
   switch (stage) {
@@ -54,14 +57,25 @@ const char* StageName(int stage) {
       return "redirect output";
     case kStageExec:
       return "exec";
+    case kStageCgroup:
+      return "join its cgroup";
+    case kStageUser:
+      return "switch to its user";
   }
   return "start";
 }
 
 // The child side of fork: only async-signal-safe calls until exec.
+struct ChildSetup {
+  std::vector<const char*> cgroup_procs;
+  bool as_user = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
 [[noreturn]] void ChildExec(int err_fd, int stdin_fd, int log_fd, const char* work_dir,
                             const std::vector<const char*>& candidates, char* const* argv,
-                            char* const* envp) {
+                            char* const* envp, const ChildSetup& setup) {
   auto fail = [err_fd](int stage, int err) {
     const ChildFailure f{stage, err};
     ssize_t ignored = ::write(err_fd, &f, sizeof f);
@@ -78,9 +92,27 @@ const char* StageName(int stage) {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
   if (::setpgid(0, 0) != 0) fail(kStageSetpgid, errno);
+  if (!setup.cgroup_procs.empty()) {
+    // Our pid in decimal, without printf (not async-signal-safe).
+    char digits[24];
+    int n = 0;
+    for (pid_t v = ::getpid(); v > 0 && n < static_cast<int>(sizeof digits); v /= 10) {
+      digits[sizeof digits - 1 - n++] = static_cast<char>('0' + v % 10);
+    }
+    for (const char* procs : setup.cgroup_procs) {
+      const int fd = ::open(procs, O_WRONLY | O_CLOEXEC);
+      if (fd < 0) fail(kStageCgroup, errno);
+      if (::write(fd, digits + sizeof digits - n, static_cast<size_t>(n)) != n) fail(kStageCgroup, errno);
+      ::close(fd);
+    }
+  }
   if (::chdir(work_dir) != 0) fail(kStageChdir, errno);
   if (::dup2(stdin_fd, 0) < 0 || ::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) {
     fail(kStageDup, errno);
+  }
+  if (setup.as_user &&
+      (::setgroups(0, nullptr) != 0 || ::setgid(setup.gid) != 0 || ::setuid(setup.uid) != 0)) {
+    fail(kStageUser, errno);
   }
 #ifdef SYS_close_range
   // Mark every other inherited descriptor close-on-exec (the error pipe included, which
@@ -237,6 +269,20 @@ absl::StatusOr<pid_t> Runner::Start(const ExecSpec& spec) {
     ::close(log_fd);
     return ErrnoStatus(err, absl::StrCat(failed, ": open /dev/null"));
   }
+  ChildSetup setup;
+  for (const std::string& p : spec.cgroup_procs) setup.cgroup_procs.push_back(p.c_str());
+  if (spec.as_user) {
+    setup.as_user = true;
+    setup.uid = static_cast<uid_t>(spec.uid);
+    setup.gid = static_cast<gid_t>(spec.gid);
+    // The job's folder and log are its own.
+    if (::chown(spec.work_dir.c_str(), setup.uid, setup.gid) != 0 || ::fchown(log_fd, setup.uid, setup.gid) != 0) {
+      const int err = errno;
+      ::close(log_fd);
+      ::close(null_fd);
+      return ErrnoStatus(err, absl::StrCat(failed, ": hand its folder to uid ", spec.uid));
+    }
+  }
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     const int err = errno;
@@ -253,7 +299,7 @@ absl::StatusOr<pid_t> Runner::Start(const ExecSpec& spec) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ChildExec(err_pipe[1], null_fd, log_fd, spec.work_dir.c_str(), candidate_ptrs, argv.data(),
-              envp.data());
+              envp.data(), setup);
   }
   const int fork_err = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -281,7 +327,9 @@ absl::StatusOr<pid_t> Runner::Start(const ExecSpec& spec) {
     }
     return ErrnoStatus(failure.err, absl::StrCat(failed, ": ", StageName(failure.stage), " '",
                                                  failure.stage == kStageChdir ? spec.work_dir
-                                                                              : spec.argv[0],
+                                                 : failure.stage == kStageCgroup
+                                                     ? (spec.cgroup_procs.empty() ? "" : spec.cgroup_procs[0])
+                                                     : spec.argv[0],
                                                  "'"));
   }
 

@@ -60,6 +60,14 @@ struct ExecSpec {
   std::string log_path;
   /// Where Stop writes the notice; defaults to work_dir + "/.surplus_preempt_notice".
   std::string notice_path;
+  /// cgroup.procs files the job's process joins before it execs (JobCgroups::Create);
+  /// failing to join any means the job does not start.
+  std::vector<std::string> cgroup_procs;
+  /// Run as this user and group instead of the worker's (the work folder and log are
+  /// handed to it); supplementary groups are dropped.
+  bool as_user = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
 };
 
 enum class ExitKind {

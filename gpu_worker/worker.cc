@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -24,8 +25,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "gpu_worker/cgroups.h"
 #include "gpu_worker/runner.h"
 #include "gpu_worker/spool.h"
 #include "src/common/grpc_util.h"
@@ -414,6 +417,10 @@ struct Worker::Impl {
   BackendHooks hooks;
   std::unique_ptr<UsageSpool> spool;
   Runner runner;
+  std::optional<JobCgroups> cgroups;  // per-job CPU and memory limits, when available
+  JobUser job_user;
+  int node_cpus = 1;
+  int64_t node_memory_bytes = 0;
   std::vector<GpuTelemetry> gpus;  // from Discover
   std::string finished_path;
   std::string running_dir;
@@ -768,9 +775,30 @@ struct Worker::Impl {
       spec.work_dir = work_dir;
       spec.log_path = log_path;
       spec.notice_path = work_dir + "/preempt_notice";
+      if (cgroups) {
+        const CgroupLimits limits =
+            ShareOfNode(j.compute_units * static_cast<int>(j.gpu_indices.size()), static_cast<int>(gpus.size()),
+                        node_cpus, node_memory_bytes, std::min<int64_t>(int64_t{2} << 30, node_memory_bytes / 10));
+        absl::StatusOr<std::vector<std::string>> procs = cgroups->Create(job_id, limits);
+        if (!procs.ok()) {
+          backend->ReleaseSlice(job_id);
+          return fail(absl::StrCat("cannot set up its cgroup: ", procs.status().message()));
+        }
+        spec.cgroup_procs = std::move(*procs);
+        AppendLogLine(log_path, absl::StrFormat("surplus-worker: %s limits: %.2f CPUs, %d MiB memory",
+                                                cgroups->ModeName(),
+                                                static_cast<double>(limits.cpu_quota_us) / limits.cpu_period_us,
+                                                limits.memory_bytes >> 20));
+      }
+      if (job_user.set) {
+        spec.as_user = true;
+        spec.uid = job_user.uid;
+        spec.gid = job_user.gid;
+      }
       absl::StatusOr<pid_t> pid = runner.Start(spec);
       if (!pid.ok()) {
         backend->ReleaseSlice(job_id);
+        if (cgroups) cgroups->Remove(job_id);
         return fail(std::string(pid.status().message()));
       }
       j.pid = *pid;
@@ -865,6 +893,7 @@ struct Worker::Impl {
       CutUsage(j, now, true);
     }
     backend->ReleaseSlice(job_id);
+    if (cgroups) cgroups->Remove(job_id);
     status.set_at_ms(j.anchor.ToWall(now));
     AppendLogLine(j.log_path, absl::StrCat("surplus-worker: ", v1::JobStatus::Phase_Name(status.phase()),
                                            " exit code ", status.exit_code(),
@@ -1383,6 +1412,33 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options,
   if (!gpus.ok()) return gpus.status();
   if (gpus->empty()) return absl::FailedPreconditionError("the backend found no GPUs");
   w.gpus = std::move(*gpus);
+  w.node_cpus = static_cast<int>(std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  w.node_memory_bytes = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE);
+  if (w.options.job_cgroups != "off") {
+    if (w.options.job_cgroups != "auto" && w.options.job_cgroups != "on") {
+      return absl::InvalidArgumentError("--job-cgroups: auto, on or off");
+    }
+    std::string name;
+    for (char c : "surplus-" + w.options.node) name.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_');
+    auto cg = JobCgroups::Open(w.options.cgroup_fs_root, name);
+    if (cg.ok()) {
+      w.cgroups = std::move(*cg);
+      spdlog::info("exec jobs run in their own cgroups ({}, under {}/{})", w.cgroups->ModeName(),
+                   w.options.cgroup_fs_root, name);
+    } else if (w.options.job_cgroups == "on") {
+      return absl::FailedPreconditionError(absl::StrCat("--job-cgroups on: ", cg.status().message()));
+    } else {
+      spdlog::warn("exec jobs run without their own cgroups: {}", std::string(cg.status().message()));
+    }
+  }
+  if (!w.options.job_user.empty()) {
+    auto user = LookupJobUser(w.options.job_user);
+    if (!user.ok()) return absl::InvalidArgumentError(absl::StrCat("--job-user: ", user.status().message()));
+    if (::geteuid() != 0 && user->uid != ::geteuid()) {
+      return absl::FailedPreconditionError("--job-user: the worker must run as root to run jobs as another user");
+    }
+    w.job_user = *user;
+  }
   auto spool = UsageSpool::Open(w.options.state_dir + "/spool");
   if (!spool.ok()) return spool.status();
   w.spool = std::move(*spool);

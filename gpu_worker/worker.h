@@ -200,6 +200,13 @@ struct WorkerOptions {
   int64_t log_poll_ms = 500;
   /// Notice given to running jobs when the worker is asked to exit.
   int64_t shutdown_notice_ms = 5000;
+  /// One cgroup per exec job, limited to its share of the node's CPUs and memory (its
+  /// share of the node's GPU compute): "auto" where the host allows it, "on" (the worker
+  /// refuses to start without), "off".
+  std::string job_cgroups = "auto";
+  std::string cgroup_fs_root = "/sys/fs/cgroup";
+  /// Run exec jobs as this (unprivileged) user; empty = as the worker.
+  std::string job_user;
 };
 
 /// Hooks a backend may offer beyond GpuBackend (the CUDA backend tells owner processes

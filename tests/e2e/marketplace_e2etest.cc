@@ -7,12 +7,17 @@
 
 #include <httplib.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <map>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "gpu_worker/cgroups.h"
 #include "tests/support/stack.h"
 
 namespace surplus::testing {
@@ -440,6 +445,45 @@ TEST_F(E2e, CordonKeepsJobsRunningDrainGivesThemNotice) {
   EXPECT_FALSE(cordon(false, false).draining());
   const std::string next = Submit(ExecSpec("next", {"sleep", "1"}, 1, "", 3'000'000));
   ASSERT_TRUE(WaitState(next, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(next).reason();
+}
+
+TEST_F(E2e, ExecJobRunsInItsCgroupAsTheJobUser) {
+  {
+    auto probe = worker::JobCgroups::Open("/sys/fs/cgroup", "surplus-e2e-probe");
+    if (!probe.ok()) GTEST_SKIP() << "no writable cgroups on this host: " << probe.status().message();
+    for (const std::string& d : probe->Dirs("x")) ::rmdir(std::filesystem::path(d).parent_path().c_str());
+  }
+  if (::geteuid() != 0 || !worker::LookupJobUser("nobody").ok()) {
+    GTEST_SKIP() << "running jobs as user 'nobody' needs root and that user";
+  }
+  Start("cgroups");
+  // The job's user must reach its folder under the worker's state folder.
+  ::chmod(stack_->dir().c_str(), 0755);
+  const std::string node = "node-cg" + std::to_string(::getpid());
+  stack_->StartWorker(node, 8, {"--job-cgroups", "on", "--job-user", "nobody"});
+  const std::string id =
+      Submit(ExecSpec("cg", {"/bin/sh", "-c", "cat /proc/self/cgroup; echo uid=$(id -u)"}, 0, "1g.10gb", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(id).reason();
+  std::string log;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        RunCommand({CliBin(), "logs", id}, &log, true, {{"SURPLUS_ENDPOINT", stack_->endpoint()}, {"SURPLUS_API_KEY", key_}});
+        return log.find("uid=") != std::string::npos;
+      },
+      10000))
+      << log;
+  EXPECT_NE(log.find("/surplus-" + node + "/job-" + id), std::string::npos) << log;
+  EXPECT_NE(log.find("uid=" + std::to_string(worker::LookupJobUser("nobody")->uid)), std::string::npos) << log;
+  // 1g of an 8-GPU node: 1/56 of the node's CPUs and memory (with their floors).
+  EXPECT_NE(log.find("limits: "), std::string::npos) << log;
+  // The job's groups are gone once it ended; the worker's parent group is left for reuse.
+  for (const char* h : {"/sys/fs/cgroup/cpu/", "/sys/fs/cgroup/"}) {
+    EXPECT_FALSE(std::filesystem::exists(std::string(h) + "surplus-" + node + "/job-" + id));
+  }
+  stack_.reset();  // workers stop
+  for (const char* h : {"/sys/fs/cgroup/cpu/", "/sys/fs/cgroup/memory/", "/sys/fs/cgroup/"}) {
+    ::rmdir((std::string(h) + "surplus-" + node).c_str());
+  }
 }
 
 }  // namespace

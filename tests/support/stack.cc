@@ -95,6 +95,11 @@ int Stack::StartWorker(const std::string& node, int gpus, const std::vector<std:
                                    billing_endpoint(),  "--state-dir",     dir_ + "/worker-" + node,
                                    "--telemetry-ms",    "200",           "--usage-interval-ms",
                                    "1000"};
+  // Jobs get their own cgroups only in the tests that ask for them (they leave folders
+  // in the host's cgroup tree).
+  if (std::find(extra.begin(), extra.end(), "--job-cgroups") == extra.end()) {
+    argv.insert(argv.end(), {"--job-cgroups", "off"});
+  }
   for (const auto& a : extra) argv.push_back(a);
   workers_.emplace_back(argv, dir_ + "/worker-" + node + ".log", std::map<std::string, std::string>{{"SURPLUS_API_KEY", key}});
   return static_cast<int>(workers_.size()) - 1;

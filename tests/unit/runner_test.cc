@@ -2,6 +2,8 @@
 
 #include "gpu_worker/runner.h"
 
+#include <pwd.h>
+
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -14,6 +16,8 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+
+#include "gpu_worker/cgroups.h"
 
 namespace surplus::worker {
 namespace {
@@ -247,6 +251,115 @@ TEST_F(RunnerTest, AdoptsARunningProcess) {
   std::optional<JobExit> parent_view = runner_->WaitForExit("old", absl::Seconds(3));
   ASSERT_TRUE(parent_view.has_value());
   EXPECT_EQ(parent_view->signal, SIGTERM);
+}
+
+void Touch(const std::string& path, const std::string& text = "") {
+  std::ofstream out(path);
+  out << text;
+}
+
+TEST(ShareOfNode, GpuShareOfCpusAndMemory) {
+  // A 1g slice (1 of 56 compute units on 8 GPUs) on 16 CPUs and 64 GiB, 8 GiB reserved.
+  const CgroupLimits l = ShareOfNode(1, 8, 16, int64_t{64} << 30, int64_t{8} << 30);
+  EXPECT_EQ(l.cpu_period_us, 100'000);
+  EXPECT_EQ(l.cpu_quota_us, 100'000 * 16 / 56);
+  EXPECT_EQ(l.memory_bytes, (int64_t{56} << 30) / 56);
+  // A whole node gets everything but the reserve; a tiny share gets the floors.
+  const CgroupLimits all = ShareOfNode(56, 8, 16, int64_t{64} << 30, int64_t{8} << 30);
+  EXPECT_EQ(all.cpu_quota_us, 1'600'000);
+  EXPECT_EQ(all.memory_bytes, int64_t{56} << 30);
+  const CgroupLimits tiny = ShareOfNode(1, 64, 2, int64_t{1} << 30, 0);
+  EXPECT_EQ(tiny.cpu_quota_us, 10'000);
+  EXPECT_EQ(tiny.memory_bytes, int64_t{256} << 20);
+}
+
+class CgroupLayoutTest : public RunnerTest {};
+
+TEST_F(CgroupLayoutTest, V2WritesLimitsAndEnablesControllers) {
+  const std::string fs = root_ + "/v2";
+  std::filesystem::create_directories(fs);
+  Touch(fs + "/cgroup.controllers", "cpuset cpu io memory pids\n");
+  Touch(fs + "/cgroup.subtree_control", "");
+  auto cg = JobCgroups::Open(fs, "surplus-n1");
+  ASSERT_TRUE(cg.ok()) << cg.status();
+  EXPECT_EQ(cg->mode(), JobCgroups::Mode::kV2);
+  EXPECT_EQ(ReadFile(fs + "/cgroup.subtree_control"), "+cpu +memory");
+  EXPECT_EQ(ReadFile(fs + "/surplus-n1/cgroup.subtree_control"), "+cpu +memory");
+  auto procs = cg->Create("j1", CgroupLimits{50'000, 100'000, int64_t{1} << 30});
+  ASSERT_TRUE(procs.ok()) << procs.status();
+  EXPECT_EQ(*procs, std::vector<std::string>{fs + "/surplus-n1/job-j1/cgroup.procs"});
+  EXPECT_EQ(ReadFile(fs + "/surplus-n1/job-j1/cpu.max"), "50000 100000");
+  EXPECT_EQ(ReadFile(fs + "/surplus-n1/job-j1/memory.max"), "1073741824");
+  EXPECT_FALSE(cg->Create("../escape", CgroupLimits{}).ok());
+}
+
+TEST_F(CgroupLayoutTest, V1UsesCpuAndMemoryHierarchies) {
+  const std::string fs = root_ + "/v1";
+  std::filesystem::create_directories(fs + "/cpu");
+  std::filesystem::create_directories(fs + "/memory");
+  Touch(fs + "/cpu/cpu.cfs_quota_us", "-1");
+  Touch(fs + "/memory/memory.limit_in_bytes", "9223372036854771712");
+  auto cg = JobCgroups::Open(fs, "surplus-n1");
+  ASSERT_TRUE(cg.ok()) << cg.status();
+  EXPECT_EQ(cg->mode(), JobCgroups::Mode::kV1);
+  auto procs = cg->Create("j1", CgroupLimits{25'000, 100'000, int64_t{512} << 20});
+  ASSERT_TRUE(procs.ok()) << procs.status();
+  EXPECT_EQ(procs->size(), 2u);
+  EXPECT_EQ(ReadFile(fs + "/cpu/surplus-n1/job-j1/cpu.cfs_quota_us"), "25000");
+  EXPECT_EQ(ReadFile(fs + "/cpu/surplus-n1/job-j1/cpu.cfs_period_us"), "100000");
+  EXPECT_EQ(ReadFile(fs + "/memory/surplus-n1/job-j1/memory.limit_in_bytes"), "536870912");
+}
+
+TEST_F(CgroupLayoutTest, NoControllersIsAClearError) {
+  const std::string fs = root_ + "/none";
+  std::filesystem::create_directories(fs);
+  Touch(fs + "/cgroup.controllers", "pids\n");
+  auto cg = JobCgroups::Open(fs, "surplus-n1");
+  ASSERT_FALSE(cg.ok());
+  EXPECT_NE(cg.status().message().find("cpu and memory"), std::string::npos) << cg.status();
+  EXPECT_FALSE(JobCgroups::Open(root_ + "/missing", "surplus-n1").ok());
+}
+
+// On the host's real cgroups (needs root and writable cpu and memory controllers).
+TEST_F(RunnerTest, JobRunsInItsCgroupAndItsMemoryLimitHolds) {
+  const std::string name = "surplus-test-" + std::to_string(::getpid());
+  auto cg = JobCgroups::Open("/sys/fs/cgroup", name);
+  if (!cg.ok()) GTEST_SKIP() << "no writable cgroups on this host: " << cg.status().message();
+  auto procs = cg->Create("mem", CgroupLimits{50'000, 100'000, int64_t{64} << 20});
+  ASSERT_TRUE(procs.ok()) << procs.status();
+  // `tail` keeps a line without a newline in memory: 512 MiB of zeros cannot fit in 64.
+  ExecSpec spec = Shell("mem", "cat /proc/self/cgroup; head -c 536870912 /dev/zero | tail; echo tail=$?");
+  spec.cgroup_procs = *procs;
+  ASSERT_TRUE(runner_->Start(spec).ok());
+  auto exit = runner_->WaitForExit("mem", absl::Seconds(30));
+  ASSERT_TRUE(exit.has_value());
+  const std::string log = ReadFile(spec.log_path);
+  EXPECT_NE(log.find("/" + name + "/job-mem"), std::string::npos) << log;
+  EXPECT_NE(log.find("tail=137"), std::string::npos) << "tail was not killed at the memory limit: " << log;
+  cg->Remove("mem");
+  for (const std::string& d : cg->Dirs("mem")) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+  for (const std::string& d : cg->Dirs("mem")) ::rmdir(std::filesystem::path(d).parent_path().c_str());
+}
+
+TEST_F(RunnerTest, JobRunsAsAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only root can run a job as another user";
+  auto nobody = LookupJobUser("nobody");
+  if (!nobody.ok()) GTEST_SKIP() << "this host has no user 'nobody'";
+  // The job's user must be able to reach its folder (as under a worker's state folder).
+  std::filesystem::permissions(root_, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                                          std::filesystem::perms::others_exec);
+  ExecSpec spec = Shell("user", "id -u; touch \"$HOME/written\" && echo wrote");
+  spec.as_user = true;
+  spec.uid = nobody->uid;
+  spec.gid = nobody->gid;
+  ASSERT_TRUE(runner_->Start(spec).ok());
+  auto exit = runner_->WaitForExit("user", absl::Seconds(10));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->exit_code, 0);
+  const std::string log = ReadFile(spec.log_path);
+  EXPECT_NE(log.find(std::to_string(nobody->uid) + "\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("wrote"), std::string::npos) << log;
+  EXPECT_FALSE(LookupJobUser("no-such-user-here").ok());
 }
 
 }  // namespace
