@@ -228,6 +228,11 @@ int RunSchedBench(int argc, char** argv) {
     engine.ApplyDelta(delta);
     Decisions d = engine.Round(now);
     steady.push_back(MsSince(t0));
+    if (flags.Has("verbose")) {
+      std::fprintf(stderr, "round %d: %zu started, %zu preempted, %zu prices, %zu reasons, clearing %lld\n", r,
+                   d.assignments.size(), d.preemptions.size(), d.running_prices.size(), d.pending_reasons.size(),
+                   d.prices.empty() ? 0LL : static_cast<long long>(d.prices[0].clearing_price));
+    }
     steady_assigned += d.assignments.size();
     for (const auto& a : d.assignments) running.push_back(a.job_id);
   }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace surplus::scheduler {
@@ -1146,8 +1147,8 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   std::vector<Micros> blocked_bid(static_cast<size_t>(npools), 0);
   std::vector<int64_t> waiting_units(tenants_.size(), 0);
   std::vector<std::pair<int, ReasonKey>> reasons;
-  std::set<std::tuple<int, int, int, int>> failed_place;
-  std::map<std::tuple<int, int, int, int>, Micros> failed_victims;
+  absl::flat_hash_set<std::tuple<int, int, int, int>> failed_place;
+  absl::flat_hash_map<std::tuple<int, int, int, int>, Micros> failed_victims;
   std::optional<ReservationState> reservation;
   std::vector<std::pair<int, uint8_t>> held_log;  // gpu, held before
   std::vector<std::pair<size_t, int>> started;    // assignment index, job
