@@ -400,6 +400,7 @@ struct Worker::Impl {
   // the log is fully sent, so a tenant following the log sees all of it.
   struct LogState {
     std::string job_id;
+    int attempt = 0;
     std::string path;
     LogCursor cursor;
     bool ended = false;
@@ -554,6 +555,7 @@ struct Worker::Impl {
     v1::WorkerMessage m;
     v1::JobLogChunk* c = m.mutable_log();
     c->set_job_id(ls.job_id);
+    c->set_attempt(ls.attempt);
     c->set_offset(offset);
     c->set_data(ReadRange(ls.path, offset, len));
     EnqueueLocked(std::move(m), key);
@@ -689,6 +691,7 @@ struct Worker::Impl {
       AppendLogLine(log_path, absl::StrCat("surplus-worker: ", message));
       LogState ls;
       ls.job_id = job_id;
+      ls.attempt = attempt;
       ls.path = log_path;
       ls.ended = true;
       ls.final_status = s;
@@ -838,6 +841,7 @@ struct Worker::Impl {
     table.Started(job_id, attempt);
     LogState ls;
     ls.job_id = job_id;
+    ls.attempt = attempt;
     ls.path = log_path;
     logs[key] = std::move(ls);
     if (j.started_reported) EnqueueStatusLocked(StartedStatus(j));

@@ -257,13 +257,19 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetJobLog(grpc::CallbackServerConte
     }
     auto job = ctx_.jobs->GetJob(req->job_id(), TenantScope(*p));
     if (!job.ok()) return job.status();
+    if (req->attempt() < 0) return absl::InvalidArgumentError("attempt: must be 0 (the latest) or more");
+    if (req->attempt() > job->attempt()) {
+      return absl::NotFoundError(absl::StrCat("job ", req->job_id(), " has no attempt ", req->attempt(),
+                                              " (latest: ", job->attempt(), ")"));
+    }
     const int max = req->max_bytes() == 0 ? 64 * 1024 : req->max_bytes();
-    bool ended = false;
-    auto log = ctx_.jobs->ReadLog(req->job_id(), req->offset(), max, &ended);
+    auto log = ctx_.jobs->ReadLog(req->job_id(), req->attempt(), req->offset(), max);
     if (!log.ok()) return log.status();
-    resp->set_data(log->first);
-    resp->set_next_offset(log->second);
-    resp->set_eof(ended && static_cast<int>(log->first.size()) < max);
+    resp->set_data(std::move(log->data));
+    resp->set_next_offset(log->next_offset);
+    resp->set_eof(log->eof);
+    resp->set_attempt(log->attempt);
+    resp->set_latest_attempt(log->latest_attempt);
     return absl::OkStatus();
   });
 }

@@ -209,6 +209,7 @@ struct CliState {
   std::string job_id;
   bool follow = false;
   int64_t log_offset = 0;
+  int log_attempt = 0;
   bool per_gpu = false;
   std::string tenant_id;
   std::string tenant_name;
@@ -399,14 +400,17 @@ absl::Status RunWatch(CliState& st) {
 
 absl::Status RunLogs(CliState& st) {
   if (st.log_offset < 0) return UsageError("--offset: must be 0 or more");
+  if (st.log_attempt < 0) return UsageError("--attempt: must be 0 (the latest) or more");
   v1::GetJobLogRequest req;
   req.set_job_id(st.job_id);
   req.set_offset(st.log_offset);
   req.set_max_bytes(kLogChunkBytes);
+  req.set_attempt(st.log_attempt);
   bool job_ended = false;
   while (true) {
     auto chunk = st.client->GetJobLog(req);
     if (!chunk.ok()) return chunk.status();
+    req.set_attempt(chunk->attempt());  // offsets belong to one attempt's log
     if (st.format == Format::kJson) {
       *st.out << ToJson(*chunk) << '\n';
     } else {
@@ -425,6 +429,12 @@ absl::Status RunLogs(CliState& st) {
     if (IsTerminal(job->state())) {
       job_ended = true;  // one more pass picks up the last lines
       continue;
+    }
+    if (chunk->eof()) {
+      // This attempt is over and the job was requeued: its next run has its own log.
+      *st.err << "surplus: attempt " << chunk->attempt() << " ended and the job was requeued; its next run: "
+              << "surplus logs " << st.job_id << " --attempt " << chunk->attempt() + 1 << "\n";
+      break;
     }
     std::this_thread::sleep_for(kLogPollInterval);
   }
@@ -725,6 +735,7 @@ std::vector<Command> BuildApp(CLI::App& app, CliState& st) {
   logs->add_option("id", st.job_id, "job id")->required();
   logs->add_flag("-f,--follow", st.follow, "keep printing until the job ends");
   logs->add_option("--offset", st.log_offset, "start at this byte");
+  logs->add_option("--attempt", st.log_attempt, "which run of the job (default: the latest)");
 
   CLI::App* quote = AddCommand(app, commands, "quote", "price and start chance for a shape", RunQuote);
   AddShapeFlags(quote, st.quote_shape);

@@ -757,44 +757,47 @@ absl::Status PgJobStore::AppendLog(const v1::JobLogChunk& chunk) {
   if (chunk.offset() >= kMaxLogBytes || chunk.data().empty()) return absl::OkStatus();
   return pool_.Transact([&](pqxx::work& tx) {
     tx.exec_params(
-        "INSERT INTO job_logs (job_id, offset_bytes, data)"
-        " SELECT $1, $2, decode($3, 'base64') WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)"
-        " ON CONFLICT DO NOTHING",
-        chunk.job_id(), chunk.offset(), absl::Base64Escape(chunk.data()));
+        "INSERT INTO job_logs (job_id, attempt, offset_bytes, data)"
+        " SELECT $1, CASE WHEN $4 > 0 THEN $4 ELSE attempt END, $2, decode($3, 'base64')"
+        " FROM jobs WHERE id = $1 ON CONFLICT DO NOTHING",
+        chunk.job_id(), chunk.offset(), absl::Base64Escape(chunk.data()), chunk.attempt());
   });
 }
 
-absl::StatusOr<std::pair<std::string, int64_t>> PgJobStore::ReadLog(const std::string& job_id,
-                                                                    int64_t offset, int max_bytes,
-                                                                    bool* eof) {
-  std::string data;
-  int64_t next = offset;
-  bool ended = false;
+absl::StatusOr<LogRead> PgJobStore::ReadLog(const std::string& job_id, int attempt, int64_t offset,
+                                            int max_bytes) {
+  LogRead out;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
-    data.clear();
-    next = offset;
+    out = LogRead{};
+    out.next_offset = offset;
+    auto job = tx.exec_params("SELECT state, attempt FROM jobs WHERE id = $1", job_id);
+    if (job.empty()) return;
+    const std::string state = job[0][0].as<std::string>();
+    out.latest_attempt = job[0][1].as<int>();
+    out.attempt = attempt > 0 ? attempt : out.latest_attempt;
+    // An attempt's log is complete once a later attempt began, the job ended, or the job
+    // waits to run again.
+    const bool ended = out.attempt < out.latest_attempt || IsTerminal(StateFromName(state)) || state == "PENDING";
     auto r = tx.exec_params(
-        "SELECT offset_bytes, encode(data, 'base64') FROM job_logs WHERE job_id = $1"
-        " AND offset_bytes + length(data) > $2 ORDER BY offset_bytes",
-        job_id, offset);
+        "SELECT offset_bytes, encode(data, 'base64') FROM job_logs WHERE job_id = $1 AND attempt = $2"
+        " AND offset_bytes + length(data) > $3 ORDER BY offset_bytes",
+        job_id, out.attempt, offset);
     for (const auto& row : r) {
       int64_t off = row[0].as<int64_t>();
       std::string chunk;
       absl::Base64Unescape(row[1].as<std::string>(), &chunk);
-      if (off > next) break;  // gap: the rest has not arrived yet
-      size_t skip = static_cast<size_t>(next - off);
+      if (off > out.next_offset) break;  // gap: the rest has not arrived yet
+      size_t skip = static_cast<size_t>(out.next_offset - off);
       if (skip >= chunk.size()) continue;
-      size_t take = std::min(chunk.size() - skip, static_cast<size_t>(max_bytes) - data.size());
-      data.append(chunk, skip, take);
-      next += static_cast<int64_t>(take);
-      if (data.size() >= static_cast<size_t>(max_bytes)) break;
+      size_t take = std::min(chunk.size() - skip, static_cast<size_t>(max_bytes) - out.data.size());
+      out.data.append(chunk, skip, take);
+      out.next_offset += static_cast<int64_t>(take);
+      if (out.data.size() >= static_cast<size_t>(max_bytes)) break;
     }
-    auto s = tx.exec_params("SELECT state FROM jobs WHERE id = $1", job_id);
-    ended = !s.empty() && IsTerminal(StateFromName(s[0][0].as<std::string>()));
+    out.eof = ended && static_cast<int>(out.data.size()) < max_bytes;
   });
   if (!st.ok()) return st;
-  *eof = ended;
-  return std::make_pair(data, next);
+  return out;
 }
 
 }  // namespace surplus::store

@@ -52,6 +52,14 @@ struct JobVersion {
   bool operator!=(const JobVersion& o) const { return !(*this == o); }
 };
 
+struct LogRead {
+  std::string data;
+  int64_t next_offset = 0;
+  bool eof = false;  ///< the attempt ended and everything stored was read
+  int attempt = 0;   ///< the attempt read
+  int latest_attempt = 0;
+};
+
 class PgJobStore {
  public:
   explicit PgJobStore(PgPool& pool);
@@ -95,8 +103,8 @@ class PgJobStore {
   absl::Status ApplyStatus(const std::string& node, const surplus::v1::JobStatus& status,
                            int64_t now_ms);
   absl::Status AppendLog(const surplus::v1::JobLogChunk& chunk);
-  absl::StatusOr<std::pair<std::string, int64_t>> ReadLog(const std::string& job_id, int64_t offset,
-                                                          int max_bytes, bool* eof);
+  /// Reads an attempt's log (0 = the latest attempt) from `offset`.
+  absl::StatusOr<LogRead> ReadLog(const std::string& job_id, int attempt, int64_t offset, int max_bytes);
 
  private:
   PgPool& pool_;

@@ -386,6 +386,31 @@ TEST_F(E2e, HarvestWindowOwnerLoadReclaimsWithNoticeAndRequeues) {
   EXPECT_GT(idle_since, notices[0]);
   EXPECT_GE(EventTimes(*stack_, id, "starting on")[1] - idle_since, kWindow);
   EXPECT_EQ(Get(id).attempt(), 2);
+
+  // Each run has its own log: the first is complete, the latest is the second.
+  auto log = [&](int attempt) {
+    v1::GetJobLogRequest req;
+    req.set_job_id(id);
+    req.set_attempt(attempt);
+    v1::GetJobLogResponse resp;
+    auto c = Ctx(key_);
+    EXPECT_TRUE(stack_->Tenant()->GetJobLog(c.get(), req, &resp).ok());
+    return resp;
+  };
+  ASSERT_TRUE(WaitFor([&] { return log(0).data().find("attempt 2 on node-h") != std::string::npos; }, 10000));
+  const v1::GetJobLogResponse first = log(1), latest = log(0);
+  EXPECT_NE(first.data().find("attempt 1 on node-h"), std::string::npos) << first.data();
+  EXPECT_EQ(first.data().find("attempt 2"), std::string::npos) << first.data();
+  EXPECT_TRUE(first.eof());
+  EXPECT_EQ(latest.attempt(), 2);
+  EXPECT_EQ(latest.data().find("attempt 1 on"), std::string::npos) << latest.data();
+  EXPECT_FALSE(latest.eof());
+  v1::GetJobLogRequest bad;
+  bad.set_job_id(id);
+  bad.set_attempt(3);
+  v1::GetJobLogResponse none;
+  auto c = Ctx(key_);
+  EXPECT_EQ(stack_->Tenant()->GetJobLog(c.get(), bad, &none).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(E2e, UnhealthyGpuFailsOrRequeuesItsJobs) {
