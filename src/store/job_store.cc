@@ -110,21 +110,6 @@ constexpr char kInsertJobsBulk[] =
     "  SELECT id, created_ms, 'PENDING', 'submitted' FROM j)"
     " SELECT id FROM j";
 
-// A PostgreSQL array literal of text elements, each quoted and escaped.
-std::string PgArray(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i) out.push_back(',');
-    out.push_back('"');
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out.push_back('"');
-  }
-  out.push_back('}');
-  return out;
-}
 
 constexpr char kInsertJob[] =
     "WITH j AS ("

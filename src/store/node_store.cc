@@ -33,19 +33,30 @@ absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_m
 }
 
 absl::Status PgNodeStore::RecordTelemetry(const std::string& node, const v1::Telemetry& t, int64_t now_ms) {
+  // One statement for all GPUs of the node; rows whose values did not change are not
+  // rewritten (telemetry arrives every second from every node).
+  std::vector<std::string> idx, util, mem, healthy, reason, busy;
+  for (const auto& g : t.gpus()) {
+    idx.push_back(absl::StrCat(g.index()));
+    util.push_back(absl::StrCat(g.utilization_pct()));
+    mem.push_back(absl::StrCat(g.memory_used_mib()));
+    healthy.push_back(g.healthy() ? "t" : "f");
+    reason.push_back(g.health_reason());
+    busy.push_back(g.owner_processes() > 0 ? "t" : "f");
+  }
   return pool_.Transact([&](pqxx::work& tx) {
     tx.exec_params("UPDATE nodes SET last_heartbeat_ms = $2, lost = false WHERE name = $1", node, now_ms);
-    for (const auto& g : t.gpus()) {
-      const bool owner_busy = g.owner_processes() > 0;
-      tx.exec_params(
-          "UPDATE gpus SET utilization_pct = $3, memory_used_mib = $4, healthy = $5,"
-          " health_reason = $6, owner_busy = $7,"
-          " owner_idle_since_ms = CASE WHEN $7 THEN 0 WHEN owner_idle_since_ms = 0 THEN $8"
-          "   ELSE owner_idle_since_ms END"
-          " WHERE node = $1 AND idx = $2",
-          node, g.index(), g.utilization_pct(), g.memory_used_mib(), g.healthy(), g.health_reason(),
-          owner_busy, now_ms);
-    }
+    if (idx.empty()) return;
+    tx.exec_params(
+        "UPDATE gpus g SET utilization_pct = v.util, memory_used_mib = v.mem, healthy = v.healthy,"
+        " health_reason = v.reason, owner_busy = v.busy,"
+        " owner_idle_since_ms = CASE WHEN v.busy THEN 0 WHEN g.owner_idle_since_ms = 0 THEN $8"
+        "   ELSE g.owner_idle_since_ms END"
+        " FROM unnest($2::int[], $3::int[], $4::bigint[], $5::bool[], $6::text[], $7::bool[])"
+        "   AS v(idx, util, mem, healthy, reason, busy)"
+        " WHERE g.node = $1 AND g.idx = v.idx AND (g.utilization_pct, g.memory_used_mib, g.healthy,"
+        "   g.health_reason, g.owner_busy) IS DISTINCT FROM (v.util, v.mem, v.healthy, v.reason, v.busy)",
+        node, PgArray(idx), PgArray(util), PgArray(mem), PgArray(healthy), PgArray(reason), PgArray(busy), now_ms);
   });
 }
 

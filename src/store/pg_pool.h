@@ -62,6 +62,10 @@ class PgPool {
   bool down_ = false;
 };
 
+/// A PostgreSQL array literal of `items`, each quoted and escaped: one parameter for a
+/// statement that takes many rows through unnest($n::type[]).
+std::string PgArray(const std::vector<std::string>& items);
+
 /// Maps a libpqxx/SQL exception to a status (used by code that handles its own
 /// transactions).
 absl::Status StatusFromException(const std::exception& e);

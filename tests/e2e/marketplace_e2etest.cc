@@ -255,6 +255,29 @@ TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
       "; sleep 60' TERM; while true; do sleep 0.1; done");
   const std::string low = Submit(ExecSpec("low", {"/bin/sh", "-c", script}, 1, "", 1'500'000));
   ASSERT_TRUE(WaitState(low, v1::JOB_STATE_RUNNING, 15000)) << stack_->control_log();
+  // Quotes, before bidding: $9 would displace the running job; $1 is below the reserve.
+  auto quote = [&](int64_t bid) {
+    v1::GetQuoteRequest req;
+    req.mutable_shape()->mutable_whole_gpus()->set_count(1);
+    req.set_tier(v1::TIER_SPOT);
+    req.set_bid_micros_per_gpu_hour(bid);
+    v1::GetQuoteResponse resp;
+    auto c = Ctx(key_);
+    grpc::Status s = stack_->Tenant()->GetQuote(c.get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  };
+  const v1::GetQuoteResponse high_quote = quote(9'000'000);
+  EXPECT_FALSE(high_quote.would_start_now());
+  EXPECT_EQ(high_quote.would_preempt_jobs(), 1);
+  EXPECT_NE(high_quote.reason().find("waiting for 1 preempted job"), std::string::npos) << high_quote.reason();
+  EXPECT_EQ(high_quote.gpu_model(), "H100-80GB");
+  const v1::GetQuoteResponse low_quote = quote(1'000'000);
+  EXPECT_FALSE(low_quote.would_start_now());
+  EXPECT_EQ(low_quote.would_preempt_jobs(), 0);
+  EXPECT_NE(low_quote.reason().find("below reserve price $1.234567"), std::string::npos) << low_quote.reason();
+  EXPECT_EQ(low_quote.clearing_price_micros_per_gpu_hour(), kReserve);
+  EXPECT_EQ(Get(low).state(), v1::JOB_STATE_RUNNING);  // a quote changes nothing
   const std::string high = Submit(ExecSpec("high", {"sleep", "2"}, 1, "", 9'000'000));
   ASSERT_TRUE(WaitState(low, v1::JOB_STATE_PREEMPTED, 20000)) << Get(low).reason();
   EXPECT_NE(Get(low).reason().find("outbid"), std::string::npos) << Get(low).reason();
