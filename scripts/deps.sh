@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libpqxx-dev libpq-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libbenchmark-dev libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev
-  postgresql-client util-linux
+  postgresql-client util-linux openssl
 )
 
 missing=()

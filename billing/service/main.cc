@@ -89,7 +89,10 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool log_json = false;
   int threads = 4;
+  std::string tls_cert, tls_key;
   app.add_option("--database-url", database_url, "PostgreSQL connection string or URI");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain; with --tls-key serves TLS");
+  app.add_option("--tls-key", tls_key, "PEM private key");
   app.add_option("--listen", listen, "gRPC address (host:port)");
   app.add_option("--threads", threads, "request worker threads")->check(CLI::Range(1, 256));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
@@ -97,6 +100,11 @@ int main(int argc, char** argv) {
   surplus::BindEnvironment(app);
   CLI11_PARSE(app, argc, argv);
   surplus::InitLogging("billing", log_level, log_json);
+  auto creds = surplus::ServerCredentialsFromFiles(tls_cert, tls_key);
+  if (!creds.ok()) {
+    spdlog::error("{}", std::string(creds.status().message()));
+    return 2;
+  }
 
   surplus::store::PgPool pool(database_url, threads + 1);
   auto version = surplus::store::SchemaVersion(pool);
@@ -114,7 +122,7 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *creds, &port);
   builder.SetMaxReceiveMessageSize(surplus::kMaxMessageBytes);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();

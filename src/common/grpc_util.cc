@@ -3,6 +3,9 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
 
 namespace surplus {
 
@@ -57,6 +60,28 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint,
     creds = grpc::SslCredentials(opts);
   }
   return grpc::CreateCustomChannel(endpoint, creds, args);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFiles(const std::string& cert_file,
+                                                                                  const std::string& key_file) {
+  if (cert_file.empty() && key_file.empty()) return grpc::InsecureServerCredentials();
+  if (cert_file.empty() || key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key: give both, or neither for plaintext");
+  }
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  for (const auto& [flag, path, out] : {std::tuple{"--tls-cert", &cert_file, &pair.cert_chain},
+                                        std::tuple{"--tls-key", &key_file, &pair.private_key}}) {
+    std::ifstream in(*path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *out = ss.str();
+    if (!in || out->find("-----BEGIN") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read a PEM file at ", *path));
+    }
+  }
+  grpc::SslServerCredentialsOptions opts;
+  opts.pem_key_cert_pairs.push_back(std::move(pair));
+  return grpc::SslServerCredentials(opts);
 }
 
 void AddBearer(grpc::ClientContext* ctx, const std::string& api_key) {

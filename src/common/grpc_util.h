@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace surplus {
@@ -28,6 +29,12 @@ inline constexpr int kMaxMessageBytes = 4 * 1024 * 1024;
 /// `tls_ca_file` names a CA bundle to verify the server with.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint,
                                            const std::string& tls_ca_file = "");
+
+/// Server credentials: plaintext when both paths are empty, else TLS with the PEM
+/// certificate chain and private key read from them. InvalidArgument (naming the flag)
+/// when only one is given or a file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFiles(const std::string& cert_file,
+                                                                                  const std::string& key_file);
 
 /// Adds `authorization: Bearer <key>` to a client call.
 void AddBearer(grpc::ClientContext* ctx, const std::string& api_key);

@@ -100,6 +100,11 @@ int main(int argc, char** argv) {
   surplus::BindEnvironment(app);
   CLI11_PARSE(app, argc, argv);
   surplus::InitLogging("control", log_level, log_json);
+  auto creds = surplus::ServerCredentialsFromFiles(tls_cert, tls_key);
+  if (!creds.ok()) {
+    spdlog::error("{}", std::string(creds.status().message()));
+    return 2;
+  }
 
   surplus::store::PgPool pool(database_url, db_connections);
   if (migrate->parsed() || auto_migrate) {
@@ -182,18 +187,8 @@ int main(int argc, char** argv) {
   surplus::api::WorkerServiceImpl worker_svc(ctx);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-  if (!tls_cert.empty() || !tls_key.empty()) {
-    auto slurp = [](const std::string& p) {
-      std::ifstream in(p);
-      return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    grpc::SslServerCredentialsOptions opts;
-    opts.pem_key_cert_pairs.push_back({slurp(tls_key), slurp(tls_cert)});
-    creds = grpc::SslServerCredentials(opts);
-  }
   int port = 0;
-  builder.AddListeningPort(listen, creds, &port);
+  builder.AddListeningPort(listen, *creds, &port);
   builder.SetMaxReceiveMessageSize(surplus::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(surplus::kMaxMessageBytes);
   builder.RegisterService(&tenant_svc);

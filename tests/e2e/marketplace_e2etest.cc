@@ -47,9 +47,10 @@ v1::JobSpec ExecSpec(const std::string& request_id, const std::vector<std::strin
 
 class E2e : public ::testing::Test {
  protected:
-  void Start(const std::string& name, std::vector<std::string> control_args = {}) {
+  void Start(const std::string& name, std::vector<std::string> control_args = {}, bool tls = false) {
     StackOptions o;
     o.billing = true;
+    o.tls = tls;
     o.control_args = std::move(control_args);
     stack_ = std::make_unique<Stack>(name, o);
     key_ = stack_->CreateTenant("acme");
@@ -532,6 +533,24 @@ TEST_F(E2e, ExecJobRunsInItsCgroupAsTheJobUser) {
   for (const char* h : {"/sys/fs/cgroup/cpu/", "/sys/fs/cgroup/memory/", "/sys/fs/cgroup/"}) {
     ::rmdir((std::string(h) + "surplus-" + node).c_str());
   }
+}
+
+TEST_F(E2e, TlsEndToEnd) {
+  Start("tls", {}, /*tls=*/true);
+  // The worker reaches the control plane and billing over TLS, verifying their certificate.
+  stack_->StartWorker("node-t", 1);
+  const std::string id = Submit(ExecSpec("tls-job", {"sleep", "1"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(id).reason();
+  ASSERT_TRUE(WaitFinalUsage(id, 20000));
+  // The CLI with the CA works; without it (plaintext) it cannot talk to a TLS port.
+  std::string out;
+  const std::map<std::string, std::string> env = {{"SURPLUS_ENDPOINT", stack_->endpoint()}, {"SURPLUS_API_KEY", key_}};
+  EXPECT_EQ(RunCommand({CliBin(), "--tls-ca", stack_->tls_ca(), "job", id}, &out, true, env), 0) << out;
+  EXPECT_NE(out.find("SUCCEEDED"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand({CliBin(), "--timeout", "3s", "job", id}, &out, true, env), 6) << out;
+  // A server given only half of its TLS pair refuses to start, saying why.
+  EXPECT_EQ(RunCommand({BillingBin(), "--listen", "127.0.0.1:1", "--tls-cert", stack_->tls_ca()}, &out, true), 2);
+  EXPECT_NE(out.find("--tls-cert and --tls-key"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -34,6 +34,15 @@ Stack::Stack(const std::string& name, StackOptions opts) : name_(name), opts_(st
   if (RunCommand({ControlBin(), "migrate", "--database-url", db_url_}, &out) != 0) {
     throw std::runtime_error("migrate failed: " + out);
   }
+  if (opts_.tls) {
+    RunCommand({"mkdir", "-p", dir_ + "/tls"}, &out);
+    if (RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir_ + "/tls/key.pem",
+                    "-out", dir_ + "/tls/cert.pem"},
+                   &out) != 0) {
+      throw std::runtime_error("openssl could not make a certificate: " + out);
+    }
+  }
   StartControl();
   operator_key_ = std::string(absl::StripAsciiWhitespace(ReadFile(dir_ + "/operator.key")));
   if (opts_.billing) StartBilling();
@@ -67,9 +76,10 @@ void Stack::StartControl() {
       opts_.control_args.end()) {
     argv.insert(argv.end(), {"--owner-idle-window-ms", "0"});
   }
+  if (opts_.tls) argv.insert(argv.end(), {"--tls-cert", tls_ca(), "--tls-key", dir_ + "/tls/key.pem"});
   for (const auto& a : opts_.control_args) argv.push_back(a);
   control_ = Child(argv, dir_ + "/control.log");
-  channel_ = MakeChannel(endpoint());
+  channel_ = MakeChannel(endpoint(), tls_ca());
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
     throw std::runtime_error("surplus-control did not start: " + control_log());
   }
@@ -78,8 +88,10 @@ void Stack::StartControl() {
 void Stack::KillControl() { control_.Stop(SIGKILL); }
 
 void Stack::StartBilling() {
-  billing_ = Child({BillingBin(), "--database-url", db_url_, "--listen", billing_endpoint()}, dir_ + "/billing.log");
-  auto ch = MakeChannel(billing_endpoint());
+  std::vector<std::string> argv = {BillingBin(), "--database-url", db_url_, "--listen", billing_endpoint()};
+  if (opts_.tls) argv.insert(argv.end(), {"--tls-cert", tls_ca(), "--tls-key", dir_ + "/tls/key.pem"});
+  billing_ = Child(argv, dir_ + "/billing.log");
+  auto ch = MakeChannel(billing_endpoint(), tls_ca());
   if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
     throw std::runtime_error("surplus-billing did not start: " + ReadFile(dir_ + "/billing.log"));
   }
@@ -100,6 +112,7 @@ int Stack::StartWorker(const std::string& node, int gpus, const std::vector<std:
   if (std::find(extra.begin(), extra.end(), "--job-cgroups") == extra.end()) {
     argv.insert(argv.end(), {"--job-cgroups", "off"});
   }
+  if (opts_.tls) argv.insert(argv.end(), {"--tls-ca", tls_ca()});
   for (const auto& a : extra) argv.push_back(a);
   workers_.emplace_back(argv, dir_ + "/worker-" + node + ".log", std::map<std::string, std::string>{{"SURPLUS_API_KEY", key}});
   return static_cast<int>(workers_.size()) - 1;

@@ -26,6 +26,9 @@ std::string CliBin();
 struct StackOptions {
   std::vector<std::string> control_args;  ///< extra flags for surplus-control serve
   bool billing = false;
+  /// Serve TLS (a self-signed certificate for 127.0.0.1 made with openssl); clients and
+  /// workers verify it with tls_ca().
+  bool tls = false;
 };
 
 /// One control plane (and optionally billing) on a fresh database.
@@ -49,6 +52,8 @@ class Stack {
   const std::string& database_url() const { return db_url_; }
   const std::string& dir() const { return dir_; }
   const std::string& operator_key() const { return operator_key_; }
+  /// The CA bundle clients use (empty without TLS).
+  std::string tls_ca() const { return opts_.tls ? dir_ + "/tls/cert.pem" : ""; }
   std::string control_log() const { return ReadFile(dir_ + "/control.log"); }
 
   /// Creates a tenant and a key for it; returns the key.
