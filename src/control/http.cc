@@ -46,7 +46,7 @@ async function refresh() {
   const nd = document.getElementById('nodes'); nd.innerHTML = '';
   for (const n of c.nodes) {
     const div = document.createElement('div');
-    div.textContent = n.name + (n.lost ? ' (lost)' : '') + (n.cordoned ? ' (cordoned)' : '') + ' ';
+    div.textContent = n.name + (n.lost ? ' (lost)' : '') + (n.draining ? ' (draining)' : n.cordoned ? ' (cordoned)' : '') + ' ';
     for (const g of n.gpus) { const s = document.createElement('span'); s.className = 'gpu ' + g.use; s.title = 'GPU ' + g.index + ': ' + g.use; div.appendChild(s); }
     nd.appendChild(div);
   }
@@ -97,7 +97,8 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
       }
       absl::StrAppend(&nodes_json, nodes_json.empty() ? "" : ",", "{\"name\":", billing::JsonString(n.name()),
                       ",\"gpu_model\":", billing::JsonString(n.gpu_model()), ",\"lost\":", n.lost() ? "true" : "false",
-                      ",\"cordoned\":", n.cordoned() ? "true" : "false", ",\"gpus\":[", gpus, "]}");
+                      ",\"cordoned\":", n.cordoned() ? "true" : "false", ",\"draining\":",
+                      n.draining() ? "true" : "false", ",\"gpus\":[", gpus, "]}");
     }
     std::string pools_json;
     for (const auto& p : view->capacity.pools()) {
