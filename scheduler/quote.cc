@@ -4,7 +4,15 @@
 
 namespace surplus::scheduler {
 
-Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate) {
+int BaselineOutbid(const Snapshot& snapshot) {
+  int n = 0;
+  for (const Preemption& p : Schedule(snapshot).preemptions) {
+    if (p.cause == PreemptCause::kOutbid) ++n;
+  }
+  return n;
+}
+
+Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate, std::optional<int> baseline_outbid) {
   Snapshot s = snapshot;
   JobView job = candidate;
   if (job.id.empty()) job.id = "\x01quote";
@@ -16,10 +24,7 @@ Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate) {
   s.jobs.push_back(job);
   const Decisions d = Schedule(s);
   // Outbid preemptions the round would make anyway, without the candidate.
-  int baseline_outbid = 0;
-  for (const Preemption& p : Schedule(snapshot).preemptions) {
-    if (p.cause == PreemptCause::kOutbid) ++baseline_outbid;
-  }
+  const int baseline = baseline_outbid ? *baseline_outbid : BaselineOutbid(snapshot);
 
   Quote q;
   for (const Assignment& a : d.assignments) {
@@ -34,7 +39,7 @@ Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate) {
   for (const Preemption& p : d.preemptions) {
     if (p.cause == PreemptCause::kOutbid) ++q.would_preempt;
   }
-  q.would_preempt = std::max(0, q.would_preempt - baseline_outbid);
+  q.would_preempt = std::max(0, q.would_preempt - baseline);
   const GpuModel* want = job.gpu_model.empty() ? nullptr : FindGpuModel(job.gpu_model);
   for (const PoolPrice& p : d.prices) {
     if (want == nullptr || p.gpu_model == want->name) q.prices.push_back(p);

@@ -1,6 +1,7 @@
 #pragma once
 // Quotes: what a job would pay and whether it would start, before it is submitted.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,9 +24,14 @@ struct Quote {
   int would_preempt = 0;
 };
 
+/// Outbid preemptions a round on `snapshot` makes with no candidate: QuoteJob reports only
+/// those the candidate adds. Callers quoting many jobs on one snapshot compute it once.
+int BaselineOutbid(const Snapshot& snapshot);
+
 /// Runs one round on `snapshot` with `candidate` added as a pending job (submitted last)
 /// and reports its outcome. Pure; the snapshot is not changed. An empty candidate id is
-/// replaced by a private placeholder.
-Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate);
+/// replaced by a private placeholder. `baseline_outbid`: BaselineOutbid(snapshot), computed
+/// here when not given.
+Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate, std::optional<int> baseline_outbid = {});
 
 }  // namespace surplus::scheduler

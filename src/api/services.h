@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -38,7 +39,16 @@ class TenantServiceImpl final : public surplus::v1::TenantService::CallbackServi
                                       surplus::v1::GetJobLogResponse* resp) override;
 
  private:
+  // Quotes share one snapshot for up to a second and run one at a time: each is a full
+  // scheduling round, and a burst of quotes must not starve the control plane.
+  struct QuoteBase {
+    scheduler::Snapshot snapshot;
+    int baseline_outbid = 0;
+    int64_t loaded_ms = 0;
+  };
   ApiContext& ctx_;
+  std::timed_mutex quote_mu_;
+  std::optional<QuoteBase> quote_base_;  // guarded by quote_mu_
 };
 
 class OperatorServiceImpl final : public surplus::v1::OperatorService::CallbackService {

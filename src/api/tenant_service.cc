@@ -12,6 +12,8 @@ namespace v1 = surplus::v1;
 
 namespace {
 constexpr std::initializer_list<v1::Role> kJobRoles = {v1::ROLE_TENANT, v1::ROLE_OPERATOR};
+// How stale the fleet a quote is computed on may be.
+constexpr int64_t kQuoteSnapshotMaxAgeMs = 1000;
 
 // Tenants see only their own jobs; operators see all.
 std::string TenantScope(const store::Principal& p) {
@@ -216,8 +218,18 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (req->bid_micros_per_gpu_hour() < 0 || req->bid_micros_per_gpu_hour() > ctx_.config.limits.max_bid) {
       return absl::InvalidArgumentError("bid_micros_per_gpu_hour: out of range");
     }
-    auto snap = LoadSnapshot(ctx_, NowMs());
-    if (!snap.ok()) return snap.status();
+    std::unique_lock<std::timed_mutex> lock(quote_mu_, std::defer_lock);
+    if (!lock.try_lock_for(std::chrono::seconds(2))) {
+      return absl::ResourceExhaustedError("too many quotes at once; retry in a moment");
+    }
+    const int64_t now = NowMs();
+    if (!quote_base_ || now - quote_base_->loaded_ms > kQuoteSnapshotMaxAgeMs) {
+      auto snap = LoadSnapshot(ctx_, now);
+      if (!snap.ok()) return snap.status();
+      quote_base_.reset();
+      const int baseline = scheduler::BaselineOutbid(*snap);
+      quote_base_ = QuoteBase{std::move(*snap), baseline, now};
+    }
     scheduler::JobView cand;
     cand.tenant_id = p->tenant_id;
     cand.tier = req->tier() == v1::TIER_ON_DEMAND ? Tier::kOnDemand : Tier::kSpot;
@@ -227,7 +239,7 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     else if (sh.has_gang()) cand.shape = JobShape::Gang(sh.gang().nodes(), sh.gang().gpus_per_node());
     else cand.shape = JobShape::Slice(sh.slice_profile());
     cand.gpu_model = req->gpu_model();
-    const scheduler::Quote q = scheduler::QuoteJob(*snap, cand);
+    const scheduler::Quote q = scheduler::QuoteJob(quote_base_->snapshot, cand, quote_base_->baseline_outbid);
     resp->set_would_start_now(q.would_start_now);
     resp->set_reason(q.would_start_now ? "" : q.reason.empty() ? "would not start now" : q.reason);
     resp->set_price_micros_per_gpu_hour(q.would_start_now ? q.price : 0);
