@@ -890,19 +890,20 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
       }
       continue;
     }
-    // Whole GPUs and gangs: per node, when gpus_per_node of its GPUs will be free.
+    // Whole GPUs and gangs: per node, when gpus_per_node of its GPUs will be free. The
+    // pool is scanned once without allocating; only the chosen nodes' GPUs are listed.
     struct NodeReady {
       int64_t t;
       int neg_free_now;
-      int node;
-      std::vector<int> gpus;
+      int node;  // index node
+      int fabric;
+      bool operator<(const NodeReady& o) const {
+        return std::tie(t, neg_free_now, node) < std::tie(o.t, o.neg_free_now, o.node);
+      }
     };
-    std::map<int, std::vector<NodeReady>> by_fabric;  // fabric -1 for whole-GPU jobs
-    for (int n : pool_nodes_[e.pool]) {
-      const int inode = nodes_[n].index_node;
-      const int fabric = index_.NodeFabric(inode);
-      if (j.kind == ShapeKind::kGang && fabric < 0) continue;
-      std::vector<std::pair<int64_t, int>> gpu_ready;
+    std::vector<std::pair<int64_t, int>> gpu_ready;  // (ready time, GPU), reused per node
+    auto node_gpus_ready = [&](int inode) {
+      gpu_ready.clear();
       const int first = index_.NodeFirstGpu(inode);
       for (int i = 0; i < index_.NodeGpuCount(inode); ++i) {
         const int g = first + i;
@@ -911,33 +912,48 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
         slot_ready(g, &ready);
         gpu_ready.push_back({*std::max_element(ready.begin(), ready.end()), g});
       }
+      // Earliest first; GPU order among equals.
+      std::sort(gpu_ready.begin(), gpu_ready.end());
+    };
+    std::vector<NodeReady> nodes_ready;
+    for (int n : pool_nodes_[e.pool]) {
+      const int inode = nodes_[n].index_node;
+      const int fabric = index_.NodeFabric(inode);
+      if (j.kind == ShapeKind::kGang && fabric < 0) continue;
+      node_gpus_ready(inode);
       if (static_cast<int>(gpu_ready.size()) < j.gpus_per_node) continue;
-      std::stable_sort(gpu_ready.begin(), gpu_ready.end(),
-                       [](const auto& x, const auto& y) { return x.first < y.first; });
-      NodeReady r{gpu_ready[j.gpus_per_node - 1].first, 0, inode, {}};
+      NodeReady r{gpu_ready[j.gpus_per_node - 1].first, 0, inode, j.kind == ShapeKind::kGang ? fabric : -1};
       for (const auto& [t, g] : gpu_ready) r.neg_free_now -= t == now_ms ? 1 : 0;
-      for (int k = 0; k < j.gpus_per_node; ++k) r.gpus.push_back(gpu_ready[k].second);
-      std::sort(r.gpus.begin(), r.gpus.end());
-      by_fabric[j.kind == ShapeKind::kGang ? fabric : -1].push_back(std::move(r));
+      nodes_ready.push_back(r);
     }
-    for (auto& [fabric, list] : by_fabric) {
-      if (static_cast<int>(list.size()) < j.nodes) continue;
-      std::sort(list.begin(), list.end(), [](const NodeReady& x, const NodeReady& y) {
-        return std::tie(x.t, x.neg_free_now, x.node) < std::tie(y.t, y.neg_free_now, y.node);
-      });
-      int64_t t = now_ms;
-      int neg_free = 0;
-      std::vector<int> gpus;
-      for (int k = 0; k < j.nodes; ++k) {
-        t = std::max(t, list[k].t);
-        neg_free += list[k].neg_free_now;
-        gpus.insert(gpus.end(), list[k].gpus.begin(), list[k].gpus.end());
+    // Per fabric (one group for whole-GPU jobs), the j.nodes best nodes.
+    std::sort(nodes_ready.begin(), nodes_ready.end(),
+              [](const NodeReady& x, const NodeReady& y) { return x.fabric != y.fabric ? x.fabric < y.fabric : x < y; });
+    for (size_t lo = 0; lo < nodes_ready.size();) {
+      size_t hi = lo;
+      while (hi < nodes_ready.size() && nodes_ready[hi].fabric == nodes_ready[lo].fabric) ++hi;
+      if (static_cast<int>(hi - lo) >= j.nodes) {
+        int64_t t = now_ms;
+        int neg_free = 0;
+        for (int k = 0; k < j.nodes; ++k) {
+          t = std::max(t, nodes_ready[lo + k].t);
+          neg_free += nodes_ready[lo + k].neg_free_now;
+        }
+        std::tuple<int64_t, int, int> key{t, neg_free, nodes_ready[lo].node};
+        if (!best || key < best_key) {
+          best_key = key;
+          std::vector<int> gpus;
+          for (int k = 0; k < j.nodes; ++k) {
+            node_gpus_ready(nodes_ready[lo + k].node);
+            std::vector<int> take;
+            for (int q = 0; q < j.gpus_per_node; ++q) take.push_back(gpu_ready[q].second);
+            std::sort(take.begin(), take.end());
+            gpus.insert(gpus.end(), take.begin(), take.end());
+          }
+          best = ReservationState{job, e.pool, t, std::move(gpus)};
+        }
       }
-      std::tuple<int64_t, int, int> key{t, neg_free, list[0].node};
-      if (!best || key < best_key) {
-        best_key = key;
-        best = ReservationState{job, e.pool, t, std::move(gpus)};
-      }
+      lo = hi;
     }
   }
   // Holding capacity with no known start only helps if part of it is free now (it keeps
