@@ -5,6 +5,11 @@
 # Running it again starts only what is not running.
 #
 #   deploy/local/up.sh [--workers N] [--gpus-per-worker G] [--notice-ms MS]
+#
+# Environment: SURPLUS_LOCAL_ROUND_MS (scheduling round, 500), SURPLUS_LOCAL_IDLE_WINDOW_MS
+# (owner-idle window before a GPU is offered, 0), SURPLUS_LOCAL_JOB_CGROUPS (auto gives
+# exec jobs their own cgroups where this host allows; off by default, so the demo leaves
+# the host's cgroup tree alone).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -96,7 +101,7 @@ for i in $(seq 1 "$WORKERS"); do
   fi
   SURPLUS_API_KEY="$(cat "$key_file")" start "worker-$name" "$BIN/gpu_worker/surplus-worker" --node "$name" \
     --gpus "$GPUS" --gpu-model H100-80GB --backend sim --control-endpoint "$GRPC" --billing-endpoint "$BILLING" \
-    --state-dir "$STATE/workers/$name" --usage-interval-ms 2000
+    --state-dir "$STATE/workers/$name" --usage-interval-ms 2000 --job-cgroups "${SURPLUS_LOCAL_JOB_CGROUPS:-off}"
 done
 
 cat > "$STATE/local.env" <<ENV

@@ -430,6 +430,7 @@ TEST_F(WorkerStateTest, RestartKillsLeftoverJobsAndReportsThemStopped) {
   WorkerOptions o;
   o.node = "n1";
   o.state_dir = dir_;
+  o.job_cgroups = "off";  // leave the host's cgroup tree alone
   SimBackendOptions so;
   so.gpus = 1;
   auto sim = SimBackend::Create(so);
