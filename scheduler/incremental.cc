@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cassert>
-#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -1348,17 +1347,13 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   if (options.full_report || market_changed_ || last_clearing_.size() != clearing.size()) {
     for (size_t idx = 0; idx < jobs_.size(); ++idx) report_price(static_cast<int>(idx));
   } else {
-    // Only prices that can have moved: jobs loaded since the last round, and spot jobs
-    // bidding above the lower of the old and new clearing price of a pool that moved.
+    // Only prices that can have moved: jobs loaded since the last round, and, as one
+    // repricing per pool, the spot jobs of a pool whose clearing price moved (whose
+    // last_price is then what price_of() gives; a stale one only causes a repeat report).
     for (int idx : price_dirty_) report_price(idx);
     for (int p = 0; p < npools; ++p) {
       if (clearing[p] == last_clearing_[p]) continue;
-      const Micros low = std::min(clearing[p], last_clearing_[p]);
-      const auto& spot = pools_[p].running_spot;
-      for (auto it = spot.lower_bound(RunKey{low, std::numeric_limits<int64_t>::min(), -1});
-           it != spot.end(); ++it) {
-        report_price(std::get<2>(*it));
-      }
+      out.repriced_pools.push_back(PoolRepricing{pools_[p].model, clearing[p]});
     }
   }
   price_dirty_.clear();

@@ -124,14 +124,25 @@ struct Reservation {
   static constexpr int64_t kUnknownStart = INT64_MAX;
 };
 
+/// A pool whose clearing price moved, reported by incremental rounds instead of one price
+/// per job: every running spot job of the pool that is not under notice now pays
+/// min(clearing_price, its bid) (jobs started this round carry that price already).
+struct PoolRepricing {
+  std::string gpu_model;
+  Micros clearing_price = 0;
+};
+
 struct Decisions {
   std::vector<Assignment> assignments;  ///< pending jobs to start
   std::vector<Preemption> preemptions;  ///< running jobs to stop with notice
   std::vector<PoolPrice> prices;        ///< one per GPU model present
   /// Why each job that stays pending is pending, e.g. "no 4g.40gb placement free".
   std::map<std::string, std::string> pending_reasons;
-  /// Price per GPU-hour each running job (that keeps running) pays from now on.
+  /// Price per GPU-hour each running job (that keeps running) pays from now on. Rounds
+  /// that report only changes (IncrementalScheduler without full_report) list here only
+  /// prices that do not follow from `repriced_pools`.
   std::map<std::string, Micros> running_prices;
+  std::vector<PoolRepricing> repriced_pools;
   /// Capacity held for blocked jobs this round (at most one).
   std::vector<Reservation> reservations;
 };

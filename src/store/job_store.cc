@@ -513,6 +513,16 @@ constexpr char kPriceBulk[] =
     " SELECT id, attempt, $3, price_micros FROM u"
     " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros";
 
+// A pool's clearing price moved: its running spot jobs not under notice pay
+// min(clearing, bid) from now on.
+constexpr char kRepricePool[] =
+    "WITH u AS (UPDATE jobs SET price_micros = LEAST($2::bigint, bid_micros)"
+    "  WHERE state = 'RUNNING' AND tier = 'spot' AND assigned_model = $1 AND NOT stop_requested"
+    "  AND price_micros <> LEAST($2::bigint, bid_micros) RETURNING id, attempt, price_micros)"
+    " INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"
+    " SELECT id, attempt, $3, price_micros FROM u"
+    " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros";
+
 constexpr char kReasonBulk[] =
     "UPDATE jobs j SET reason = v.reason FROM unnest($1::text[], $2::text[]) AS v(id, reason)"
     " WHERE j.id = v.id AND j.state = 'PENDING' AND j.reason <> v.reason";
@@ -581,6 +591,7 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
                      PgArray(AsText(x_deadlines)), now_ms);
     }
     if (!r_ids.empty()) tx.exec_params(kPriceBulk, PgArray(r_ids), PgArray(r_prices), now_ms);
+    for (const auto& rp : d.repriced_pools) tx.exec_params(kRepricePool, rp.gpu_model, rp.clearing_price, now_ms);
     if (!q_ids.empty()) tx.exec_params(kReasonBulk, PgArray(q_ids), PgArray(q_reasons));
   });
 }

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 
 #include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
+#include "src/store/job_store.h"
 #include "src/store/migrations.h"
 #include "src/store/scheduler_feed.h"
 #include "tests/support/pg_instance.h"
@@ -138,6 +140,40 @@ TEST_F(FeedTest, ReservePricesAndQuotasAreAlwaysComplete) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->reserve_prices.at("H100-80GB"), 1'500'000);
   EXPECT_EQ(r->quotas.at("t").max_gpus, 4);
+}
+
+TEST_F(FeedTest, PoolRepricingMovesOnlyTheJobsItShould) {
+  // Running: a spot job bidding $5 paying $1.50, one bidding $1.20 (pays its bid), one under
+  // notice, an on-demand job, and a spot job on another model.
+  auto running = [&](const std::string& id, const std::string& tier, int64_t bid, int64_t price, bool stopping,
+                     const std::string& model) {
+    Exec(InsertJob(id));
+    Exec(absl::StrCat("UPDATE jobs SET state = 'RUNNING', attempt = 1, tier = '", tier, "', bid_micros = ", bid,
+                      ", price_micros = ", price, ", stop_requested = ", stopping ? "true" : "false",
+                      ", assigned_model = '", model, "' WHERE id = '", id, "'"));
+  };
+  running("high", "spot", 5'000'000, 1'500'000, false, "H100-80GB");
+  running("low", "spot", 1'200'000, 1'200'000, false, "H100-80GB");
+  running("leaving", "spot", 5'000'000, 1'500'000, true, "H100-80GB");
+  running("od", "on_demand", 0, 4'000'000, false, "H100-80GB");
+  running("other", "spot", 5'000'000, 1'500'000, false, "A100-80GB");
+  store::PgJobStore jobs(*pool_);
+  scheduler::Decisions d;
+  d.repriced_pools.push_back({"H100-80GB", 1'800'000});
+  ASSERT_TRUE(jobs.ApplyDecisions(d, {}, 5000, 1000).ok());
+  pqxx::connection c(url_);
+  pqxx::work tx(c);
+  std::map<std::string, int64_t> price;
+  for (const auto& r : tx.exec("SELECT id, price_micros FROM jobs")) price[r[0].as<std::string>()] = r[1].as<int64_t>();
+  EXPECT_EQ(price["high"], 1'800'000);
+  EXPECT_EQ(price["low"], 1'200'000);
+  EXPECT_EQ(price["leaving"], 1'500'000);
+  EXPECT_EQ(price["od"], 4'000'000);
+  EXPECT_EQ(price["other"], 1'500'000);
+  // Billing sees the change from the round's time on, for that job only.
+  EXPECT_EQ(tx.exec("SELECT job_id, effective_ms, price_micros FROM job_prices")[0][0].as<std::string>(), "high");
+  EXPECT_EQ(tx.exec("SELECT count(*) FROM job_prices")[0][0].as<int>(), 1);
+  EXPECT_EQ(tx.exec("SELECT effective_ms FROM job_prices")[0][0].as<int64_t>(), 5000);
 }
 
 }  // namespace

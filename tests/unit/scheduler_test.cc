@@ -368,6 +368,42 @@ TEST(Quote, ReportsPriceAndOutcome) {
   EXPECT_EQ(q.prices[0].clearing_price, 3 * kDollar);  // the candidate is the bid turned away
 }
 
+TEST(IncrementalScheduler, RepricesAPoolInOneEntryWhenItsClearingPriceMoves) {
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.market = Market();
+  s.jobs = {RunningWhole(Spot("r1", 5 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0),
+            RunningWhole(Spot("r2", 2 * kDollar, JobShape::WholeGpus(1), 2), "n1", {1}, 0),
+            Spot("p", 3 * kDollar / 2, JobShape::WholeGpus(1), 3)};
+  IncrementalScheduler engine(s);
+  Decisions d1 = engine.Round(kMinute);
+  EXPECT_EQ(ClearingPrice(d1), 3 * kDollar / 2);
+  EXPECT_EQ(d1.running_prices.at("r1"), 3 * kDollar / 2);  // first sight: per job
+  EXPECT_TRUE(d1.repriced_pools.empty());
+  // A higher bid that cannot displace anyone moves the clearing price: one entry for the
+  // pool, no per-job prices.
+  const JobView p2 = Spot("p2", 18 * kDollar / 10, JobShape::WholeGpus(1), 4);
+  SnapshotDelta delta;
+  delta.upsert_jobs = {p2};
+  engine.ApplyDelta(delta);
+  Decisions d2 = engine.Round(2 * kMinute);
+  EXPECT_TRUE(d2.preemptions.empty());
+  EXPECT_TRUE(d2.running_prices.empty());
+  ASSERT_EQ(d2.repriced_pools.size(), 1u);
+  EXPECT_EQ(d2.repriced_pools[0].gpu_model, "H100-80GB");
+  EXPECT_EQ(d2.repriced_pools[0].clearing_price, 18 * kDollar / 10);
+  // It says what a full round on the same world says job by job.
+  s.jobs.push_back(p2);
+  s.now_ms = 2 * kMinute;
+  const Decisions fresh = Schedule(s);
+  EXPECT_EQ(fresh.running_prices.at("r1"), 18 * kDollar / 10);
+  EXPECT_EQ(fresh.running_prices.at("r2"), 18 * kDollar / 10);
+  // Nothing moves: nothing reported.
+  Decisions d3 = engine.Round(3 * kMinute);
+  EXPECT_TRUE(d3.repriced_pools.empty());
+  EXPECT_TRUE(d3.running_prices.empty());
+}
+
 TEST(IncrementalScheduler, ReportsOnlyChangesBetweenRounds) {
   Snapshot s;
   s.nodes = {Node("n1", 1)};
