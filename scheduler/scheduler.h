@@ -69,6 +69,10 @@ struct JobView {
 struct TenantQuota {
   int max_gpus = 0;          ///< 0 = unlimited; counts whole-GPU equivalents in compute units / 7
   int max_pending_jobs = 0;  ///< 0 = unlimited
+  bool operator==(const TenantQuota& o) const {
+    return max_gpus == o.max_gpus && max_pending_jobs == o.max_pending_jobs;
+  }
+  bool operator!=(const TenantQuota& o) const { return !(*this == o); }
 };
 
 struct MarketConfig {

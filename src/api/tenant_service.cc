@@ -226,7 +226,6 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (!quote_base_ || now - quote_base_->loaded_ms > kQuoteSnapshotMaxAgeMs) {
       auto snap = LoadSnapshot(ctx_, now);
       if (!snap.ok()) return snap.status();
-      quote_base_.reset();
       const int baseline = scheduler::BaselineOutbid(*snap);
       quote_base_ = QuoteBase{std::move(*snap), baseline, now};
     }

@@ -12,18 +12,10 @@ namespace {
 constexpr int64_t kLeaderLockKey = 0x5375727033;
 
 bool SameMarket(const scheduler::MarketConfig& a, const scheduler::MarketConfig& b) {
-  if (a.reserve_price != b.reserve_price || a.list_price != b.list_price || a.quotas.size() != b.quotas.size() ||
-      a.min_preempt_gap != b.min_preempt_gap || a.min_runtime_before_preempt_ms != b.min_runtime_before_preempt_ms ||
-      a.preempt_notice_ms != b.preempt_notice_ms) {
-    return false;
-  }
-  for (auto i = a.quotas.begin(), j = b.quotas.begin(); i != a.quotas.end(); ++i, ++j) {
-    if (i->first != j->first || i->second.max_gpus != j->second.max_gpus ||
-        i->second.max_pending_jobs != j->second.max_pending_jobs) {
-      return false;
-    }
-  }
-  return true;
+  return a.reserve_price == b.reserve_price && a.list_price == b.list_price && a.quotas == b.quotas &&
+         a.min_preempt_gap == b.min_preempt_gap &&
+         a.min_runtime_before_preempt_ms == b.min_runtime_before_preempt_ms &&
+         a.preempt_notice_ms == b.preempt_notice_ms;
 }
 }  // namespace
 

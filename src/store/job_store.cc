@@ -32,12 +32,19 @@ constexpr char kJobColumns[] =
     " j.finished_ms, j.price_micros, j.assigned_model, j.attempt, j.seq,"
     SURPLUS_PLACEMENTS_SQL " AS placements";
 
-// Appends the GPU indices of a comma-separated list ("0,1,2") to `p`.
-void AddIndices(absl::string_view text, v1::Placement* p) {
+// The GPU indices of a comma-separated list ("0,1,2").
+std::vector<int> ParseIndices(absl::string_view text) {
+  std::vector<int> out;
   for (absl::string_view idx : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int i = 0;
-    if (absl::SimpleAtoi(idx, &i)) p->add_gpu_indices(i);
+    if (absl::SimpleAtoi(idx, &i)) out.push_back(i);
   }
+  return out;
+}
+
+// Appends the GPU indices of a comma-separated list to `p`.
+void AddIndices(absl::string_view text, v1::Placement* p) {
+  for (int i : ParseIndices(text)) p->add_gpu_indices(i);
 }
 
 void ParsePlacements(const std::string& text, google::protobuf::RepeatedPtrField<v1::Placement>* out) {
@@ -451,12 +458,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::vector<int>>>> PgJobStore
              " ON p.job_id = j.id AND p.attempt = j.attempt"
              " WHERE j.state = 'RUNNING' AND p.node = $1 ORDER BY j.seq",
              node)) {
-      std::vector<int> gpus;
-      for (absl::string_view idx : absl::StrSplit(row[1].as<std::string>(), ',', absl::SkipEmpty())) {
-        int i = 0;
-        if (absl::SimpleAtoi(idx, &i)) gpus.push_back(i);
-      }
-      out.emplace_back(row[0].as<std::string>(), std::move(gpus));
+      out.emplace_back(row[0].as<std::string>(), ParseIndices(row[1].as<std::string>()));
     }
   });
   if (!st.ok()) return st;
@@ -504,14 +506,19 @@ constexpr char kPreemptBulk[] =
     " INSERT INTO job_events (job_id, at_ms, state, reason)"
     " SELECT id, $5, 'RUNNING', 'preemption notice: ' || reason FROM u";
 
+// The tail of a statement whose CTE `u` returns (id, attempt, price_micros) of jobs whose
+// price changed: records the new price from $3 on, for billing.
+#define SURPLUS_RECORD_NEW_PRICES_SQL                                                    \
+  " INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"               \
+  " SELECT id, attempt, $3, price_micros FROM u"                                        \
+  " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros"
+
 constexpr char kPriceBulk[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(id, price)),"
     " u AS (UPDATE jobs j SET price_micros = v.price FROM v"
     "  WHERE j.id = v.id AND j.state = 'RUNNING' AND j.price_micros <> v.price"
     "  RETURNING j.id, j.attempt, j.price_micros)"
-    " INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"
-    " SELECT id, attempt, $3, price_micros FROM u"
-    " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros";
+    SURPLUS_RECORD_NEW_PRICES_SQL;
 
 // A pool's clearing price moved: its running spot jobs not under notice pay
 // min(clearing, bid) from now on.
@@ -519,9 +526,7 @@ constexpr char kRepricePool[] =
     "WITH u AS (UPDATE jobs SET price_micros = LEAST($2::bigint, bid_micros)"
     "  WHERE state = 'RUNNING' AND tier = 'spot' AND assigned_model = $1 AND NOT stop_requested"
     "  AND price_micros <> LEAST($2::bigint, bid_micros) RETURNING id, attempt, price_micros)"
-    " INSERT INTO job_prices (job_id, attempt, effective_ms, price_micros)"
-    " SELECT id, attempt, $3, price_micros FROM u"
-    " ON CONFLICT (job_id, attempt, effective_ms) DO UPDATE SET price_micros = EXCLUDED.price_micros";
+    SURPLUS_RECORD_NEW_PRICES_SQL;
 
 constexpr char kReasonBulk[] =
     "UPDATE jobs j SET reason = v.reason FROM unnest($1::text[], $2::text[]) AS v(id, reason)"
