@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "surplus/gpu_models.h"
 
 namespace surplus::worker {
 namespace {
@@ -56,7 +57,7 @@ bool HasControllers(const std::string& list, std::initializer_list<const char*> 
 CgroupLimits ShareOfNode(int job_units, int node_gpus, int node_cpus, int64_t node_memory_bytes,
                          int64_t reserve_bytes) {
   CgroupLimits l;
-  const int64_t total_units = int64_t{7} * std::max(1, node_gpus);
+  const int64_t total_units = int64_t{kComputeUnitsPerGpu} * std::max(1, node_gpus);
   const int64_t units = std::clamp<int64_t>(job_units, 1, total_units);
   l.cpu_quota_us = std::max<int64_t>(l.cpu_period_us / 10, l.cpu_period_us * std::max(1, node_cpus) * units / total_units);
   const int64_t usable = std::max<int64_t>(0, node_memory_bytes - reserve_bytes);
