@@ -213,9 +213,8 @@ void IncrementalScheduler::RemoveNode(const std::string& id) {
 void IncrementalScheduler::RefreshGpu(int gpu) {
   GpuRec& g = gpus_[gpu];
   const NodeRec& node = nodes_[g.node];
-  uint8_t used = g.view_mask;
-  for (const auto& [job, mask] : g.occupants) used |= mask;
-  index_.SetUsed(gpu, used);
+  SummarizeOccupants(g);
+  index_.SetUsed(gpu, g.view_mask | g.covered);
   const bool usable = node.live && !node.view.cordoned && !node.view.draining && g.healthy &&
                       g.offerable && !g.owner_busy;
   index_.SetUsable(gpu, usable);
@@ -656,7 +655,32 @@ void IncrementalScheduler::RefreshOccupantEnds(int job) {
     for (size_t i = 0; i < g.occupants.size(); ++i) {
       if (g.occupants[i].first == job) g.occupant_end[i] = end;
     }
+    SummarizeOccupants(g);
   }
+}
+
+void IncrementalScheduler::SummarizeOccupants(GpuRec& g) {
+  g.covered = 0;
+  g.ends_after_notice = false;
+  g.latest_end = INT64_MIN;
+  for (size_t i = 0; i < g.occupants.size(); ++i) {
+    g.covered |= g.occupants[i].second;
+    if (g.occupant_end[i] < 0) {
+      g.ends_after_notice = true;
+    } else {
+      g.latest_end = std::max(g.latest_end, g.occupant_end[i]);
+    }
+  }
+}
+
+int64_t IncrementalScheduler::WholeGpuReady(int g, int64_t now_ms) const {
+  const GpuRec& gr = gpus_[g];
+  // Slots held this round, or taken in the snapshot by no job the scheduler knows, are not
+  // foreseen to free up.
+  if ((index_.Held(g) | (gr.view_mask & ~gr.covered)) != 0) return kNever;
+  int64_t t = std::max(now_ms, gr.latest_end);
+  if (gr.ends_after_notice) t = std::max(t, now_ms + market_.preempt_notice_ms);
+  return t;
 }
 
 int64_t IncrementalScheduler::EndTime(int job, int64_t now_ms) const {
@@ -907,9 +931,7 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
       for (int i = 0; i < index_.NodeGpuCount(inode); ++i) {
         const int g = first + i;
         if (!index_.Usable(g) || index_.Reserved(g)) continue;
-        std::array<int64_t, 8> ready;
-        slot_ready(g, &ready);
-        gpu_ready.push_back({*std::max_element(ready.begin(), ready.end()), g});
+        gpu_ready.push_back({WholeGpuReady(g, now_ms), g});
       }
       // Earliest first; GPU order among equals.
       std::sort(gpu_ready.begin(), gpu_ready.end());
@@ -1060,8 +1082,7 @@ std::string IncrementalScheduler::FormatReason(const Job& job, const ReasonKey& 
     case Why::kNoPlacement:
       return ShapeText(job, key.pool);
     case Why::kOutbid:
-      return absl::StrCat("outbid: clearing price ", FormatUsd(key.a), "/GPU-h > your bid ",
-                          FormatUsd(key.b));
+      return OutbidReason(key.a, key.b);
     case Why::kWaitingVacate:
       return absl::StrCat("waiting for ", key.a, " preempted job", key.a == 1 ? "" : "s",
                           " to free ", model, " capacity");
@@ -1314,13 +1335,11 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   }
   for (const auto& [p, idx] : outbid) {
     const Job& j = jobs_[idx];
-    out.preemptions[p].reason =
-        absl::StrCat("outbid: clearing price ", FormatUsd(clearing[j.run_pool]),
-                     "/GPU-h > your bid ", FormatUsd(j.view.bid));
+    out.preemptions[p].reason = OutbidReason(clearing[j.run_pool], j.view.bid);
   }
   // Reports are collected, sorted by id and appended in order: map inserts at the end are
   // O(1) where tens of thousands of random inserts would dominate a steady round.
-  std::vector<std::pair<const std::string*, std::string>> reason_out;
+  std::vector<std::pair<const std::string*, PendingReason>> reason_out;
   std::vector<std::pair<const std::string*, Micros>> price_out;
   auto by_id = [](const auto& x, const auto& y) { return *x.first < *y.first; };
   for (auto& [idx, why] : reasons) {
@@ -1328,8 +1347,9 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
     if (why.why == Why::kNoPlacement && j.view.tier == Tier::kSpot && j.view.bid < clearing[why.pool]) {
       why = {Why::kOutbid, why.pool, clearing[why.pool], j.view.bid};
     }
-    if (options.full_report || !j.reported_reason || !(j.last_reason == why)) {
-      reason_out.push_back({&j.view.id, FormatReason(j, why, clearing)});
+    if (options.full_report || !j.reported_reason || !SameReport(j.last_reason, why)) {
+      reason_out.push_back({&j.view.id, PendingReason{FormatReason(j, why, clearing),
+                                                      why.why == Why::kOutbid ? pools_[why.pool].model : ""}});
       j.reported_reason = true;
       j.last_reason = why;
     }
@@ -1360,7 +1380,9 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   last_clearing_ = clearing;
   market_changed_ = false;
   std::sort(reason_out.begin(), reason_out.end(), by_id);
-  for (auto& [id, text] : reason_out) out.pending_reasons.emplace_hint(out.pending_reasons.end(), *id, std::move(text));
+  for (auto& [id, reason] : reason_out) {
+    out.pending_reasons.emplace_hint(out.pending_reasons.end(), *id, std::move(reason));
+  }
   std::sort(price_out.begin(), price_out.end(), by_id);
   for (const auto& [id, price] : price_out) out.running_prices.emplace_hint(out.running_prices.end(), *id, price);
   for (const auto& [model, p] : pool_ids_) {

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "scheduler/capacity_index.h"
 #include "scheduler/scheduler.h"
@@ -87,6 +88,13 @@ class IncrementalScheduler {
       return why == o.why && pool == o.pool && a == o.a && b == o.b;
     }
   };
+  /// Whether a job whose reported reason was `last` needs reporting again for `now`. An
+  /// outbid job does not when only the clearing price it quotes moved (see
+  /// PendingReason::outbid_model).
+  static bool SameReport(const ReasonKey& last, const ReasonKey& now) {
+    if (now.why == Why::kOutbid) return last.why == now.why && last.pool == now.pool && last.b == now.b;
+    return last == now;
+  }
 
   struct Slot {
     int gpu = 0;
@@ -143,13 +151,18 @@ class IncrementalScheduler {
     Evict evict = Evict::kNone;
     std::vector<std::pair<int, uint8_t>> occupants;  // job id, slots
     std::vector<int64_t> occupant_end;  // parallel: RawEnd() of each occupant
+    // Summary of the occupants for the reservation search (SummarizeOccupants): the slots
+    // they cover, the latest RawEnd() >= 0 among them, and whether one has RawEnd() -1.
+    uint8_t covered = 0;
+    bool ends_after_notice = false;
+    int64_t latest_end = INT64_MIN;
   };
 
   struct Tenant {
     std::string name;
     TenantQuota quota;
     int64_t used_units = 0;                      // running and preempting jobs
-    std::set<std::pair<int64_t, int>> pending;  // (submit_seq, job)
+    absl::btree_set<std::pair<int64_t, int>> pending;  // (submit_seq, job)
   };
 
   // Admission order: on-demand first, then bid descending, then submit_seq, then id order.
@@ -214,6 +227,9 @@ class IncrementalScheduler {
   /// End time of a running job independent of now: -1 = now + notice, kUnknownStart = never.
   int64_t RawEnd(int job) const;
   void RefreshOccupantEnds(int job);
+  static void SummarizeOccupants(GpuRec& g);
+  /// When all of GPU g is free, as far as is known now (kNever: not foreseeable).
+  int64_t WholeGpuReady(int g, int64_t now_ms) const;
   void Preempt(int job, PreemptCause cause, std::string reason, int64_t now_ms, Decisions* out);
   std::vector<NodePlacement> ToPlacements(const Job& job, const std::vector<Slot>& slots) const;
   std::string FormatReason(const Job& job, const ReasonKey& key,
@@ -234,7 +250,7 @@ class IncrementalScheduler {
   std::vector<Job> jobs_;
   std::vector<int> free_jobs_;
   absl::flat_hash_map<std::string, int> job_ids_;
-  std::set<PendingKey> pending_;
+  absl::btree_set<PendingKey> pending_;
   std::map<std::string, int64_t> pending_by_model_;  // pending jobs per required model ("" = any)
   size_t running_count_ = 0;
 

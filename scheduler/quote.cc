@@ -35,7 +35,7 @@ Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate, std::optional
       if (!a.placements.empty() && n.id == a.placements.front().node_id) q.gpu_model = n.gpu_model;
     }
   }
-  if (auto it = d.pending_reasons.find(job.id); it != d.pending_reasons.end()) q.reason = it->second;
+  if (auto it = d.pending_reasons.find(job.id); it != d.pending_reasons.end()) q.reason = it->second.text;
   for (const Preemption& p : d.preemptions) {
     if (p.cause == PreemptCause::kOutbid) ++q.would_preempt;
   }

@@ -136,12 +136,27 @@ struct PoolRepricing {
   Micros clearing_price = 0;
 };
 
+/// Why a job stays pending.
+struct PendingReason {
+  std::string text;  ///< readable by the tenant, e.g. "no 4g.40gb placement free"
+  /// Set when the job is outbid in this GPU model's pool. `text` then quotes the pool's
+  /// clearing price at this round; rounds that report only changes do not report the job
+  /// again when nothing but that price moves, so whoever shows the reason later renders it
+  /// with the pool's current clearing price (OutbidReason).
+  std::string outbid_model;
+  bool operator==(const PendingReason& o) const { return text == o.text && outbid_model == o.outbid_model; }
+  bool operator!=(const PendingReason& o) const { return !(*this == o); }
+};
+
+/// "outbid: clearing price $2.10/GPU-h > your bid $1.80".
+std::string OutbidReason(Micros clearing_price, Micros bid);
+
 struct Decisions {
   std::vector<Assignment> assignments;  ///< pending jobs to start
   std::vector<Preemption> preemptions;  ///< running jobs to stop with notice
   std::vector<PoolPrice> prices;        ///< one per GPU model present
   /// Why each job that stays pending is pending, e.g. "no 4g.40gb placement free".
-  std::map<std::string, std::string> pending_reasons;
+  std::map<std::string, PendingReason> pending_reasons;
   /// Price per GPU-hour each running job (that keeps running) pays from now on. Rounds
   /// that report only changes (IncrementalScheduler without full_report) list here only
   /// prices that do not follow from `repriced_pools`.

@@ -30,7 +30,9 @@ namespace {
 constexpr char kJobColumns[] =
     "j.id, j.tenant_id, j.spec_json, j.state, j.reason, j.exit_code, j.created_ms, j.started_ms,"
     " j.finished_ms, j.price_micros, j.assigned_model, j.attempt, j.seq,"
-    SURPLUS_PLACEMENTS_SQL " AS placements";
+    SURPLUS_PLACEMENTS_SQL " AS placements,"
+    " j.outbid_model, j.bid_micros,"
+    " (SELECT c.clearing_micros FROM clearing_prices c WHERE c.gpu_model = j.outbid_model) AS clearing";
 
 // The GPU indices of a comma-separated list ("0,1,2").
 std::vector<int> ParseIndices(absl::string_view text) {
@@ -69,6 +71,13 @@ void FillJob(const pqxx::row& r, v1::Job* job) {
   (void)google::protobuf::util::JsonStringToMessage(r[2].as<std::string>(), job->mutable_spec(), opts);
   job->set_state(StateFromName(r[3].as<std::string>()));
   job->set_reason(r[4].as<std::string>());
+  // An outbid job's reason quotes its pool's clearing price as it is now (the stored text
+  // quotes the price of the round that last reported the job).
+  if (job->state() == v1::JOB_STATE_PENDING && !r[14].as<std::string>().empty() && !r[16].is_null()) {
+    const Micros clearing = r[16].as<int64_t>();
+    const Micros bid = r[15].as<int64_t>();
+    if (clearing > bid) job->set_reason(scheduler::OutbidReason(clearing, bid));
+  }
   if (!r[5].is_null()) {
     job->set_has_exit_code(true);
     job->set_exit_code(r[5].as<int>());
@@ -485,7 +494,7 @@ constexpr char kAssignBulk[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[])"
     "  AS v(id, price, model, reason)),"
     " u AS (UPDATE jobs j SET state = 'RUNNING', attempt = j.attempt + 1, assigned_ms = $5,"
-    "  started_ms = NULL, price_micros = v.price, assigned_model = v.model, reason = v.reason,"
+    "  started_ms = NULL, price_micros = v.price, assigned_model = v.model, reason = v.reason, outbid_model = '',"
     "  stop_requested = false, stop_cause = '', stop_reason = '', stop_deadline_ms = NULL"
     "  FROM v WHERE j.id = v.id AND j.state = 'PENDING'"  // not cancelled meanwhile
     "  RETURNING j.id, j.attempt, j.price_micros, j.reason),"
@@ -529,8 +538,16 @@ constexpr char kRepricePool[] =
     SURPLUS_RECORD_NEW_PRICES_SQL;
 
 constexpr char kReasonBulk[] =
-    "UPDATE jobs j SET reason = v.reason FROM unnest($1::text[], $2::text[]) AS v(id, reason)"
-    " WHERE j.id = v.id AND j.state = 'PENDING' AND j.reason <> v.reason";
+    "UPDATE jobs j SET reason = v.reason, outbid_model = v.model"
+    " FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, reason, model)"
+    " WHERE j.id = v.id AND j.state = 'PENDING' AND (j.reason, j.outbid_model) IS DISTINCT FROM (v.reason, v.model)";
+
+// Each pool's clearing price, rewritten only when it moved.
+constexpr char kClearingBulk[] =
+    "INSERT INTO clearing_prices (gpu_model, clearing_micros, since_ms)"
+    " SELECT v.model, v.price, $3 FROM unnest($1::text[], $2::bigint[]) AS v(model, price)"
+    " ON CONFLICT (gpu_model) DO UPDATE SET clearing_micros = EXCLUDED.clearing_micros, since_ms = EXCLUDED.since_ms"
+    " WHERE clearing_prices.clearing_micros <> EXCLUDED.clearing_micros";
 
 template <typename T>
 std::vector<std::string> AsText(const std::vector<T>& v) {
@@ -576,14 +593,20 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
     x_reasons.push_back(p.reason);
     x_deadlines.push_back(now_ms + notice);
   }
-  std::vector<std::string> r_ids, r_prices, q_ids, q_reasons;
+  std::vector<std::string> r_ids, r_prices, q_ids, q_reasons, q_models, c_models;
+  std::vector<int64_t> c_prices;
+  for (const auto& p : d.prices) {
+    c_models.push_back(p.gpu_model);
+    c_prices.push_back(p.clearing_price);
+  }
   for (const auto& [job_id, price] : d.running_prices) {
     r_ids.push_back(job_id);
     r_prices.push_back(absl::StrCat(price));
   }
   for (const auto& [job_id, reason] : d.pending_reasons) {
     q_ids.push_back(job_id);
-    q_reasons.push_back(reason);
+    q_reasons.push_back(reason.text);
+    q_models.push_back(reason.outbid_model);
   }
   return pool_.Transact([&](pqxx::work& tx) {
     if (!a_ids.empty()) {
@@ -597,7 +620,8 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
     }
     if (!r_ids.empty()) tx.exec_params(kPriceBulk, PgArray(r_ids), PgArray(r_prices), now_ms);
     for (const auto& rp : d.repriced_pools) tx.exec_params(kRepricePool, rp.gpu_model, rp.clearing_price, now_ms);
-    if (!q_ids.empty()) tx.exec_params(kReasonBulk, PgArray(q_ids), PgArray(q_reasons));
+    if (!q_ids.empty()) tx.exec_params(kReasonBulk, PgArray(q_ids), PgArray(q_reasons), PgArray(q_models));
+    if (!c_models.empty()) tx.exec_params(kClearingBulk, PgArray(c_models), PgArray(AsText(c_prices)), now_ms);
   });
 }
 

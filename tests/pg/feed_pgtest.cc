@@ -176,5 +176,48 @@ TEST_F(FeedTest, PoolRepricingMovesOnlyTheJobsItShould) {
   EXPECT_EQ(tx.exec("SELECT effective_ms FROM job_prices")[0][0].as<int64_t>(), 5000);
 }
 
+TEST_F(FeedTest, OutbidReasonsQuoteTheClearingPriceWhenRead) {
+  // Two pending jobs bidding $1.00 (InsertJob's bid), one outbid in the H100 pool.
+  Exec(InsertJob("outbid"));
+  Exec(InsertJob("waiting"));
+  store::PgJobStore jobs(*pool_);
+  scheduler::Decisions d;
+  d.prices.push_back({"H100-80GB", 1'500'000, 14, 14, 2});
+  d.pending_reasons["outbid"] = {scheduler::OutbidReason(1'500'000, 1'000'000), "H100-80GB"};
+  d.pending_reasons["waiting"] = {"no node with 1 free H100-80GB GPU", ""};
+  ASSERT_TRUE(jobs.ApplyDecisions(d, {}, 5000, 1000).ok());
+  auto reason = [&](const std::string& id) {
+    auto job = jobs.GetJob(id, "t");
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->reason() : std::string();
+  };
+  EXPECT_EQ(reason("outbid"), "outbid: clearing price $1.50/GPU-h > your bid $1.00");
+  EXPECT_EQ(reason("waiting"), "no node with 1 free H100-80GB GPU");
+  // The price moves; the round reports no job (only the price changed): readers see the new
+  // price, and no job row was rewritten.
+  auto xid = [&](const std::string& id) {
+    pqxx::connection c(url_);
+    pqxx::work tx(c);
+    return tx.exec_params("SELECT xmin::text FROM jobs WHERE id = $1", id)[0][0].as<std::string>();
+  };
+  const std::string before = xid("outbid");
+  scheduler::Decisions moved;
+  moved.prices.push_back({"H100-80GB", 2'100'000, 14, 14, 2});
+  ASSERT_TRUE(jobs.ApplyDecisions(moved, {}, 6000, 1000).ok());
+  EXPECT_EQ(reason("outbid"), "outbid: clearing price $2.10/GPU-h > your bid $1.00");
+  EXPECT_EQ(xid("outbid"), before);
+  // A reader never quotes a price that is not above the bid; the stored text stands (a
+  // round that moves the price below a bid reports that job in the same transaction).
+  scheduler::Decisions fell;
+  fell.prices.push_back({"H100-80GB", 900'000, 14, 14, 2});
+  ASSERT_TRUE(jobs.ApplyDecisions(fell, {}, 7000, 1000).ok());
+  EXPECT_EQ(reason("outbid"), "outbid: clearing price $1.50/GPU-h > your bid $1.00");
+  // Once the job starts, its reason is its own again.
+  scheduler::Decisions start;
+  start.assignments.push_back({"outbid", {{"n1", {0}, "", 0}}, 900'000});
+  ASSERT_TRUE(jobs.ApplyDecisions(start, {{"outbid", "H100-80GB"}}, 8000, 1000).ok());
+  EXPECT_EQ(reason("outbid"), "starting on n1");
+}
+
 }  // namespace
 }  // namespace surplus::testing

@@ -235,7 +235,7 @@ void CheckDecisions(const Snapshot& s, const Decisions& d, uint64_t seed) {
     if (j.running || assigned.count(j.id)) continue;
     auto it = d.pending_reasons.find(j.id);
     ASSERT_NE(it, d.pending_reasons.end()) << j.id;
-    EXPECT_FALSE(it->second.empty());
+    EXPECT_FALSE(it->second.text.empty());
   }
 }
 
@@ -256,7 +256,7 @@ std::string Fingerprint(const Decisions& d) {
     out += "C " + p.gpu_model + " " + std::to_string(p.clearing_price) + " " +
            std::to_string(p.capacity_units) + " " + std::to_string(p.used_units) + "\n";
   }
-  for (const auto& [id, r] : d.pending_reasons) out += "R " + id + " " + r + "\n";
+  for (const auto& [id, r] : d.pending_reasons) out += "R " + id + " " + r.text + " " + r.outbid_model + "\n";
   for (const auto& [id, p] : d.running_prices) out += "$ " + id + " " + std::to_string(p) + "\n";
   for (const Reservation& r : d.reservations) out += "V " + r.job_id + " " + std::to_string(r.start_ms) + "\n";
   return out;

@@ -404,6 +404,49 @@ TEST(IncrementalScheduler, RepricesAPoolInOneEntryWhenItsClearingPriceMoves) {
   EXPECT_TRUE(d3.running_prices.empty());
 }
 
+TEST(IncrementalScheduler, OutbidReasonsAreNotReportedAgainWhenOnlyTheClearingPriceMoves) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market();
+  s.jobs = {RunningWhole(Spot("r", 5 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0),
+            Spot("low", 3 * kDollar / 2, JobShape::WholeGpus(1), 2),
+            Spot("mid", 18 * kDollar / 10, JobShape::WholeGpus(1), 3)};
+  IncrementalScheduler engine(s);
+  Decisions d1 = engine.Round(kMinute);
+  ASSERT_EQ(ClearingPrice(d1), 18 * kDollar / 10);
+  ASSERT_TRUE(d1.pending_reasons.count("low"));
+  EXPECT_EQ(d1.pending_reasons.at("low").text, "outbid: clearing price $1.80/GPU-h > your bid $1.50");
+  EXPECT_EQ(d1.pending_reasons.at("low").outbid_model, "H100-80GB");
+  EXPECT_EQ(d1.pending_reasons.at("mid").text, "no node with 1 free H100-80GB GPU");
+  EXPECT_EQ(d1.pending_reasons.at("mid").outbid_model, "");
+  // A higher bid moves the clearing price to $2.00: "mid" is now outbid and is reported;
+  // "low" stays outbid in the same pool at the same bid, so only its price moved and it is
+  // not reported again (a reader renders it with the new clearing price).
+  SnapshotDelta delta;
+  delta.upsert_jobs = {Spot("high", 2 * kDollar, JobShape::WholeGpus(1), 4)};
+  engine.ApplyDelta(delta);
+  Decisions d2 = engine.Round(2 * kMinute);
+  ASSERT_EQ(ClearingPrice(d2), 2 * kDollar);
+  EXPECT_FALSE(d2.pending_reasons.count("low"));
+  ASSERT_TRUE(d2.pending_reasons.count("mid"));
+  EXPECT_EQ(d2.pending_reasons.at("mid").text, OutbidReason(2 * kDollar, 18 * kDollar / 10));
+  EXPECT_EQ(d2.pending_reasons.at("mid").outbid_model, "H100-80GB");
+  // A full report still says everything, with the current price.
+  RoundOptions full;
+  full.full_report = true;
+  Decisions d3 = engine.Round(3 * kMinute, full);
+  EXPECT_EQ(d3.pending_reasons.at("low").text, "outbid: clearing price $2.00/GPU-h > your bid $1.50");
+  // When "high" leaves, the price falls back to $1.80: "mid" is no longer outbid and is
+  // reported; "low" is still outbid and is not.
+  SnapshotDelta gone;
+  gone.remove_jobs = {"high"};
+  engine.ApplyDelta(gone);
+  Decisions d4 = engine.Round(4 * kMinute);
+  EXPECT_FALSE(d4.pending_reasons.count("low"));
+  ASSERT_TRUE(d4.pending_reasons.count("mid"));
+  EXPECT_EQ(d4.pending_reasons.at("mid").outbid_model, "");
+}
+
 TEST(IncrementalScheduler, ReportsOnlyChangesBetweenRounds) {
   Snapshot s;
   s.nodes = {Node("n1", 1)};

@@ -100,7 +100,7 @@ inline Micros ClearingPrice(const Decisions& d, const std::string& model = "H100
 
 inline std::string Reason(const Decisions& d, const std::string& job) {
   auto it = d.pending_reasons.find(job);
-  return it == d.pending_reasons.end() ? std::string() : it->second;
+  return it == d.pending_reasons.end() ? std::string() : it->second.text;
 }
 
 }  // namespace surplus::scheduler::testing
