@@ -26,13 +26,16 @@ namespace {
   "   p.slot_start, ';' ORDER BY p.node) FROM job_placements p"                           \
   "   WHERE p.job_id = j.id AND p.attempt = j.attempt)"
 
+// What ShownReason needs to render an outbid job's reason with its pool's current price.
+#define SURPLUS_OUTBID_SQL                                                                 \
+  " j.outbid_model, j.bid_micros,"                                                        \
+  " (SELECT c.clearing_micros FROM clearing_prices c WHERE c.gpu_model = j.outbid_model)"
+
 // Column list every job read uses; FillJob reads them by position.
 constexpr char kJobColumns[] =
     "j.id, j.tenant_id, j.spec_json, j.state, j.reason, j.exit_code, j.created_ms, j.started_ms,"
     " j.finished_ms, j.price_micros, j.assigned_model, j.attempt, j.seq,"
-    SURPLUS_PLACEMENTS_SQL " AS placements,"
-    " j.outbid_model, j.bid_micros,"
-    " (SELECT c.clearing_micros FROM clearing_prices c WHERE c.gpu_model = j.outbid_model) AS clearing";
+    SURPLUS_PLACEMENTS_SQL " AS placements," SURPLUS_OUTBID_SQL;
 
 // The GPU indices of a comma-separated list ("0,1,2").
 std::vector<int> ParseIndices(absl::string_view text) {
@@ -63,6 +66,20 @@ void ParsePlacements(const std::string& text, google::protobuf::RepeatedPtrField
   }
 }
 
+// The reason a job shows: the stored one, except that a pending job outbid in a pool quotes
+// the pool's clearing price as it is now (the stored text quotes the price of the round
+// that last reported the job). Columns: state, reason, and SURPLUS_OUTBID_SQL's three
+// from `outbid`.
+std::string ShownReason(const pqxx::row& r, int state, int reason, int outbid) {
+  if (r[state].as<std::string>() == "PENDING" && !r[outbid].as<std::string>().empty() &&
+      !r[outbid + 2].is_null()) {
+    const Micros bid = r[outbid + 1].as<int64_t>();
+    const Micros clearing = r[outbid + 2].as<int64_t>();
+    if (clearing > bid) return scheduler::OutbidReason(clearing, bid);
+  }
+  return r[reason].as<std::string>();
+}
+
 void FillJob(const pqxx::row& r, v1::Job* job) {
   job->set_id(r[0].as<std::string>());
   job->set_tenant_id(r[1].as<std::string>());
@@ -70,14 +87,7 @@ void FillJob(const pqxx::row& r, v1::Job* job) {
   opts.ignore_unknown_fields = true;
   (void)google::protobuf::util::JsonStringToMessage(r[2].as<std::string>(), job->mutable_spec(), opts);
   job->set_state(StateFromName(r[3].as<std::string>()));
-  job->set_reason(r[4].as<std::string>());
-  // An outbid job's reason quotes its pool's clearing price as it is now (the stored text
-  // quotes the price of the round that last reported the job).
-  if (job->state() == v1::JOB_STATE_PENDING && !r[14].as<std::string>().empty() && !r[16].is_null()) {
-    const Micros clearing = r[16].as<int64_t>();
-    const Micros bid = r[15].as<int64_t>();
-    if (clearing > bid) job->set_reason(scheduler::OutbidReason(clearing, bid));
-  }
+  job->set_reason(ShownReason(r, 3, 4, 14));
   if (!r[5].is_null()) {
     job->set_has_exit_code(true);
     job->set_exit_code(r[5].as<int>());
@@ -381,11 +391,11 @@ absl::StatusOr<std::map<std::string, JobVersion>> PgJobStore::Versions(
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     out.clear();
     auto r = tx.exec_params(
-        "SELECT id, state, reason, attempt FROM jobs WHERE id = ANY (string_to_array($1, ','))",
+        "SELECT j.id, j.state, j.reason, j.attempt," SURPLUS_OUTBID_SQL
+        " FROM jobs j WHERE j.id = ANY (string_to_array($1, ','))",
         absl::StrJoin(ids, ","));
     for (const auto& row : r) {
-      out[row[0].as<std::string>()] =
-          JobVersion{row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<int>()};
+      out[row[0].as<std::string>()] = JobVersion{row[1].as<std::string>(), ShownReason(row, 1, 2, 4), row[3].as<int>()};
     }
   });
   if (!st.ok()) return st;

@@ -206,6 +206,10 @@ TEST_F(FeedTest, OutbidReasonsQuoteTheClearingPriceWhenRead) {
   ASSERT_TRUE(jobs.ApplyDecisions(moved, {}, 6000, 1000).ok());
   EXPECT_EQ(reason("outbid"), "outbid: clearing price $2.10/GPU-h > your bid $1.00");
   EXPECT_EQ(xid("outbid"), before);
+  // Watchers compare versions rendered the same way, so they see the new price once.
+  auto versions = jobs.Versions({"outbid"});
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  EXPECT_EQ(versions->at("outbid").reason, "outbid: clearing price $2.10/GPU-h > your bid $1.00");
   // A reader never quotes a price that is not above the bid; the stored text stands (a
   // round that moves the price below a bid reports that job in the same transaction).
   scheduler::Decisions fell;
