@@ -20,6 +20,8 @@ void Usage() {
                "          owner-idle GPU time sold and reclaim latency\n"
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH
                "  submit  job submission throughput and latency through the API\n"
+               "  telemetry [--nodes N] [--threads T]\n"
+               "          node telemetry reports per second the control plane's database path absorbs\n"
 #endif
   );
 }
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   if (cmd == "harvest") return surplus::bench::RunHarvestBench(argc - 1, argv + 1);
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH
   if (cmd == "submit") return surplus::bench::RunSubmitBench(argc - 1, argv + 1);
+  if (cmd == "telemetry") return surplus::bench::RunTelemetryBench(argc - 1, argv + 1);
 #endif
   std::fprintf(stderr, "unknown subcommand '%s'\n", cmd.c_str());
   Usage();

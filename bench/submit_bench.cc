@@ -10,16 +10,14 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
-#include <thread>
+#include <memory>
 #include <vector>
 
 #include "bench/bench.h"
+#include "bench/load.h"
 #include "src/common/crypto.h"
 #include "src/common/grpc_util.h"
 #include "surplus/v1/operator.grpc.pb.h"
@@ -28,96 +26,33 @@
 namespace surplus::bench {
 namespace {
 namespace v1 = surplus::v1;
-using Clock = std::chrono::steady_clock;
 
-struct PhaseResult {
-  std::string name;
-  int clients = 0;
-  int64_t ok = 0;
-  int64_t failed = 0;
-  double seconds = 0;
-  double rate = 0;  // submits per second
-  double p50_ms = 0, p99_ms = 0, max_ms = 0;
-};
-
-double Percentile(std::vector<double>& v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// `clients` threads submit for `seconds`; with target_rate > 0 each paces itself to
-// target_rate / clients submits per second (open loop: latency counts from the slot).
-PhaseResult RunPhase(const std::string& name, const std::vector<std::shared_ptr<grpc::Channel>>& channels,
-                     const std::string& key, int clients, double seconds, double target_rate) {
-  std::atomic<int64_t> ok{0}, failed{0};
-  std::mutex mu;
-  std::vector<double> latencies;
-  std::string first_error;
+// `clients` threads submit for `seconds` (paced to target_rate in all when > 0).
+LoadResult RunPhase(const std::string& name, const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                    const std::string& key, int clients, double seconds, double target_rate) {
   const std::string run = RandomHex(6);
-  const auto start = Clock::now();
-  const auto end = start + std::chrono::duration<double>(seconds);
-  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<v1::TenantService::Stub>> stubs;
   for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      auto stub = v1::TenantService::NewStub(channels[static_cast<size_t>(c) % channels.size()]);
-      std::vector<double> mine;
-      const double interval = target_rate > 0 ? clients / target_rate : 0;  // seconds
-      auto next = start + std::chrono::duration<double>(interval * c / clients);
-      for (int64_t i = 0;; ++i) {
-        if (interval > 0) {
-          std::this_thread::sleep_until(next);
-        }
-        const auto t0 = interval > 0 ? next : Clock::now();
-        if (t0 >= end) break;
-        v1::SubmitJobRequest req;
-        v1::JobSpec* spec = req.mutable_spec();
-        spec->set_request_id(name + "-" + run + "-" + std::to_string(c) + "-" + std::to_string(i));
-        spec->mutable_shape()->set_slice_profile("1g.10gb");
-        spec->set_tier(v1::TIER_SPOT);
-        spec->set_bid_micros_per_gpu_hour(1'500'000);
-        spec->mutable_workload()->mutable_builtin()->set_kind(v1::BUILTIN_KIND_SLEEP);
-        spec->mutable_workload()->mutable_builtin()->set_duration_ms(60'000);
-        v1::SubmitJobResponse resp;
-        grpc::ClientContext ctx;
-        AddBearer(&ctx, key);
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-        grpc::Status s = stub->SubmitJob(&ctx, req, &resp);
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-        if (s.ok() && resp.created()) {
-          ++ok;
-          mine.push_back(ms);
-        } else {
-          ++failed;
-          std::lock_guard<std::mutex> lock(mu);
-          if (first_error.empty()) first_error = s.error_message();
-        }
-        if (interval > 0) next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval));
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      latencies.insert(latencies.end(), mine.begin(), mine.end());
-    });
+    stubs.push_back(v1::TenantService::NewStub(channels[static_cast<size_t>(c) % channels.size()]));
   }
-  for (auto& t : threads) t.join();
-  PhaseResult r;
-  r.name = name;
-  r.clients = clients;
-  r.ok = ok;
-  r.failed = failed;
-  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  r.rate = static_cast<double>(r.ok) / r.seconds;
-  r.p50_ms = Percentile(latencies, 0.50);
-  r.p99_ms = Percentile(latencies, 0.99);
-  r.max_ms = latencies.empty() ? 0 : latencies.back();
-  if (!first_error.empty()) std::fprintf(stderr, "%s: first error: %s\n", name.c_str(), first_error.c_str());
-  return r;
-}
-
-std::string Fixed(double v, const char* f = "%.1f") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
+  return RunLoad(name, clients, seconds, target_rate, [&](int c, int64_t i, std::string* error) {
+    v1::SubmitJobRequest req;
+    v1::JobSpec* spec = req.mutable_spec();
+    spec->set_request_id(name + "-" + run + "-" + std::to_string(c) + "-" + std::to_string(i));
+    spec->mutable_shape()->set_slice_profile("1g.10gb");
+    spec->set_tier(v1::TIER_SPOT);
+    spec->set_bid_micros_per_gpu_hour(1'500'000);
+    spec->mutable_workload()->mutable_builtin()->set_kind(v1::BUILTIN_KIND_SLEEP);
+    spec->mutable_workload()->mutable_builtin()->set_duration_ms(60'000);
+    v1::SubmitJobResponse resp;
+    grpc::ClientContext ctx;
+    AddBearer(&ctx, key);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status s = stubs[static_cast<size_t>(c)]->SubmitJob(&ctx, req, &resp);
+    if (s.ok() && resp.created()) return true;
+    *error = s.ok() ? "not created" : s.error_message();
+    return false;
+  });
 }
 
 }  // namespace
@@ -179,7 +114,7 @@ int RunSubmitBench(int argc, char** argv) {
     }
     key = resp.api_key();
   }
-  std::vector<PhaseResult> results;
+  std::vector<LoadResult> results;
   results.push_back(RunPhase("baseline", channels, key, 1, seconds, 0));
   results.push_back(RunPhase("saturated", channels, key, clients, seconds, 0));
   results.push_back(RunPhase("half-load", channels, key, clients, seconds, results[1].rate / 2));
@@ -189,7 +124,7 @@ int RunSubmitBench(int argc, char** argv) {
     out.Str("benchmark", "submit").Int("clients", clients).Num("seconds_per_phase", seconds);
     for (const auto& r : results) {
       Json p;
-      p.Int("clients", r.clients).Int("ok", r.ok).Int("failed", r.failed).Num("submits_per_s", r.rate)
+      p.Int("clients", r.threads).Int("ok", r.ok).Int("failed", r.failed).Num("submits_per_s", r.rate)
           .Num("p50_ms", r.p50_ms).Num("p99_ms", r.p99_ms).Num("max_ms", r.max_ms);
       out.Obj(r.name, p);
     }
@@ -201,7 +136,7 @@ int RunSubmitBench(int argc, char** argv) {
   std::vector<std::vector<std::string>> rows = {
       {"phase", "clients", "ok", "failed", "submits/s", "p50 ms", "p99 ms", "max ms"}};
   for (const auto& r : results) {
-    rows.push_back({r.name, std::to_string(r.clients), std::to_string(r.ok), std::to_string(r.failed), Fixed(r.rate),
+    rows.push_back({r.name, std::to_string(r.threads), std::to_string(r.ok), std::to_string(r.failed), Fixed(r.rate),
                     Fixed(r.p50_ms, "%.2f"), Fixed(r.p99_ms, "%.2f"), Fixed(r.max_ms, "%.2f")});
   }
   PrintTable(rows);

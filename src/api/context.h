@@ -9,7 +9,7 @@
 #include "scheduler/scheduler.h"
 #include "src/api/auth.h"
 #include "src/api/executor.h"
-#include "src/api/submit_batcher.h"
+#include "src/api/batchers.h"
 #include "src/api/validation.h"
 #include "src/common/grpc_util.h"
 #include "src/store/auth_store.h"
@@ -45,6 +45,8 @@ struct ApiContext {
   Authenticator* auth = nullptr;
   Executor* executor = nullptr;
   SubmitBatcher* batcher = nullptr;
+  /// Worker telemetry is written through it when set (else one transaction per report).
+  TelemetryBatcher* telemetry = nullptr;
   WatchHub* watch = nullptr;
   WorkerHub* workers = nullptr;
 };

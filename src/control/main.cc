@@ -152,8 +152,10 @@ int main(int argc, char** argv) {
   surplus::store::PgMarketStore market(pool);
   surplus::store::PgUsageStore usage(pool);
   surplus::api::Authenticator auth(auth_store, std::chrono::milliseconds(1000));
-  surplus::api::Executor executor(threads);
+  // The batchers outlive the executor, whose tasks may still be queueing work at exit.
   surplus::api::SubmitBatcher batcher(jobs, submit_writers, 512);
+  surplus::api::TelemetryBatcher telemetry(nodes, 1024);
+  surplus::api::Executor executor(threads);
   surplus::api::WorkerHub workers;
   ctx.pool = &pool;
   ctx.auth_store = &auth_store;
@@ -164,6 +166,7 @@ int main(int argc, char** argv) {
   ctx.auth = &auth;
   ctx.executor = &executor;
   ctx.batcher = &batcher;
+  ctx.telemetry = &telemetry;
   ctx.workers = &workers;
   surplus::api::WatchHub watch(ctx, std::chrono::milliseconds(200));
   ctx.watch = &watch;

@@ -33,30 +33,56 @@ absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_m
 }
 
 absl::Status PgNodeStore::RecordTelemetry(const std::string& node, const v1::Telemetry& t, int64_t now_ms) {
-  // One statement for all GPUs of the node; rows whose values did not change are not
-  // rewritten (telemetry arrives every second from every node).
-  std::vector<std::string> idx, util, mem, healthy, reason, busy;
-  for (const auto& g : t.gpus()) {
-    idx.push_back(absl::StrCat(g.index()));
-    util.push_back(absl::StrCat(g.utilization_pct()));
-    mem.push_back(absl::StrCat(g.memory_used_mib()));
-    healthy.push_back(g.healthy() ? "t" : "f");
-    reason.push_back(g.health_reason());
-    busy.push_back(g.owner_processes() > 0 ? "t" : "f");
+  return RecordTelemetryBatch({TelemetryReport{node, t, now_ms}});
+}
+
+absl::Status PgNodeStore::RecordTelemetryBatch(const std::vector<TelemetryReport>& reports) {
+  // Arrays per pass: pass k holds each node's k-th report of the batch, since one UPDATE
+  // applies at most one source row to each target row. Usually there is one pass.
+  struct Pass {
+    std::vector<std::string> nodes, node_at, g_node, g_idx, g_util, g_mem, g_healthy, g_reason, g_busy, g_at;
+  };
+  std::vector<Pass> passes;
+  std::map<std::string, size_t> seen;
+  for (const TelemetryReport& r : reports) {
+    const size_t k = seen[r.node]++;
+    if (k == passes.size()) passes.emplace_back();
+    Pass& p = passes[k];
+    const std::string at = absl::StrCat(r.at_ms);
+    p.nodes.push_back(r.node);
+    p.node_at.push_back(at);
+    for (const auto& g : r.telemetry.gpus()) {
+      p.g_node.push_back(r.node);
+      p.g_idx.push_back(absl::StrCat(g.index()));
+      p.g_util.push_back(absl::StrCat(g.utilization_pct()));
+      p.g_mem.push_back(absl::StrCat(g.memory_used_mib()));
+      p.g_healthy.push_back(g.healthy() ? "t" : "f");
+      p.g_reason.push_back(g.health_reason());
+      p.g_busy.push_back(g.owner_processes() > 0 ? "t" : "f");
+      p.g_at.push_back(at);
+    }
   }
   return pool_.Transact([&](pqxx::work& tx) {
-    tx.exec_params("UPDATE nodes SET last_heartbeat_ms = $2, lost = false WHERE name = $1", node, now_ms);
-    if (idx.empty()) return;
-    tx.exec_params(
-        "UPDATE gpus g SET utilization_pct = v.util, memory_used_mib = v.mem, healthy = v.healthy,"
-        " health_reason = v.reason, owner_busy = v.busy,"
-        " owner_idle_since_ms = CASE WHEN v.busy THEN 0 WHEN g.owner_idle_since_ms = 0 THEN $8"
-        "   ELSE g.owner_idle_since_ms END"
-        " FROM unnest($2::int[], $3::int[], $4::bigint[], $5::bool[], $6::text[], $7::bool[])"
-        "   AS v(idx, util, mem, healthy, reason, busy)"
-        " WHERE g.node = $1 AND g.idx = v.idx AND (g.utilization_pct, g.memory_used_mib, g.healthy,"
-        "   g.health_reason, g.owner_busy) IS DISTINCT FROM (v.util, v.mem, v.healthy, v.reason, v.busy)",
-        node, PgArray(idx), PgArray(util), PgArray(mem), PgArray(healthy), PgArray(reason), PgArray(busy), now_ms);
+    tx.exec("SET LOCAL synchronous_commit = off");
+    for (const Pass& p : passes) {
+      tx.exec_params(
+          "UPDATE nodes n SET last_heartbeat_ms = v.at, lost = false"
+          " FROM unnest($1::text[], $2::bigint[]) AS v(name, at) WHERE n.name = v.name",
+          PgArray(p.nodes), PgArray(p.node_at));
+      if (p.g_node.empty()) continue;
+      // GPU rows whose values did not change are not rewritten.
+      tx.exec_params(
+          "UPDATE gpus g SET utilization_pct = v.util, memory_used_mib = v.mem, healthy = v.healthy,"
+          " health_reason = v.reason, owner_busy = v.busy,"
+          " owner_idle_since_ms = CASE WHEN v.busy THEN 0 WHEN g.owner_idle_since_ms = 0 THEN v.at"
+          "   ELSE g.owner_idle_since_ms END"
+          " FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bool[], $6::text[], $7::bool[],"
+          "   $8::bigint[]) AS v(node, idx, util, mem, healthy, reason, busy, at)"
+          " WHERE g.node = v.node AND g.idx = v.idx AND (g.utilization_pct, g.memory_used_mib, g.healthy,"
+          "   g.health_reason, g.owner_busy) IS DISTINCT FROM (v.util, v.mem, v.healthy, v.reason, v.busy)",
+          PgArray(p.g_node), PgArray(p.g_idx), PgArray(p.g_util), PgArray(p.g_mem), PgArray(p.g_healthy),
+          PgArray(p.g_reason), PgArray(p.g_busy), PgArray(p.g_at));
+    }
   });
 }
 

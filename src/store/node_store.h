@@ -27,12 +27,24 @@ struct StoredNode {
   std::vector<scheduler::OwnerRecord> owner;
 };
 
+/// One telemetry report of a node, as received.
+struct TelemetryReport {
+  std::string node;
+  surplus::v1::Telemetry telemetry;
+  int64_t at_ms = 0;
+};
+
 class PgNodeStore {
  public:
   explicit PgNodeStore(PgPool& pool) : pool_(pool) {}
 
   absl::Status Register(const surplus::v1::RegisterRequest& req, int64_t now_ms);
   absl::Status RecordTelemetry(const std::string& node, const surplus::v1::Telemetry& t, int64_t now_ms);
+  /// Records reports of many nodes in one transaction (a node may appear more than once;
+  /// its reports apply in order). Telemetry is soft state that every node sends again each
+  /// interval, so the commit does not wait for its WAL flush: a crash loses at most the
+  /// last fraction of a second of it, never anything else.
+  absl::Status RecordTelemetryBatch(const std::vector<TelemetryReport>& reports);
   /// NOT_FOUND for an unknown node. `drain` also cordons, and running jobs get a notice.
   absl::StatusOr<surplus::v1::Node> SetCordoned(const std::string& node, bool cordoned, bool drain);
   /// Marks GPUs reclaimed (or released) by the owner. Empty `gpus` = all of the node.

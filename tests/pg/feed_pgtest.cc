@@ -109,6 +109,51 @@ TEST_F(FeedTest, FullReadThenOnlyChanges) {
   EXPECT_TRUE(drained->nodes[0].view.cordoned);
 }
 
+TEST_F(FeedTest, TelemetryBatchAppliesEachNodesReportsInOrder) {
+  Exec("INSERT INTO nodes (name, gpu_model, registered_ms) VALUES ('n2', 'H100-80GB', 1)");
+  Exec("INSERT INTO gpus (node, idx, owner_idle_since_ms) VALUES ('n2', 0, 1)");
+  store::PgSchedulerFeed feed(*pool_);
+  ASSERT_TRUE(feed.ReadChanges().ok());
+  auto report = [](const std::string& node, int64_t at, std::vector<std::pair<int, bool>> gpus) {
+    store::TelemetryReport r{node, {}, at};
+    for (const auto& [idx, owner_busy] : gpus) {
+      auto* g = r.telemetry.add_gpus();
+      g->set_index(idx);
+      g->set_healthy(true);
+      g->set_utilization_pct(owner_busy ? 90 : 0);
+      g->set_owner_processes(owner_busy ? 1 : 0);
+    }
+    return r;
+  };
+  // In one batch: n1's owner takes GPU 1 and then leaves it again; n2 reports once.
+  store::PgNodeStore nodes(*pool_);
+  ASSERT_TRUE(nodes
+                  .RecordTelemetryBatch({report("n1", 5000, {{0, false}, {1, true}}), report("n2", 5100, {{0, true}}),
+                                         report("n1", 6000, {{0, false}, {1, false}})})
+                  .ok());
+  pqxx::connection c(url_);
+  pqxx::work tx(c);
+  std::map<std::string, std::string> gpu;
+  for (const auto& r : tx.exec("SELECT node || '/' || idx, owner_busy::text || ' ' || owner_idle_since_ms FROM gpus")) {
+    gpu[r[0].as<std::string>()] = r[1].as<std::string>();
+  }
+  EXPECT_EQ(gpu["n1/0"], "false 1");     // idle all along: its window keeps running
+  EXPECT_EQ(gpu["n1/1"], "false 6000");  // busy, then idle again from the later report on
+  EXPECT_EQ(gpu["n2/0"], "true 0");
+  std::map<std::string, int64_t> heartbeat;
+  for (const auto& r : tx.exec("SELECT name, last_heartbeat_ms FROM nodes")) {
+    heartbeat[r[0].as<std::string>()] = r[1].as<int64_t>();
+  }
+  EXPECT_EQ(heartbeat["n1"], 6000);
+  EXPECT_EQ(heartbeat["n2"], 5100);
+  tx.commit();
+  // The scheduler sees both nodes change (owner state), and nothing else.
+  auto changes = feed.ReadChanges();
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  EXPECT_EQ(changes->nodes.size(), 2u);
+  EXPECT_TRUE(changes->jobs.empty());
+}
+
 TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
   store::PgSchedulerFeed feed(*pool_);
   ASSERT_TRUE(feed.ReadAll().ok());

@@ -1,0 +1,34 @@
+#pragma once
+// Group commit for submits and for worker telemetry.
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "src/api/group_commit.h"
+#include "src/store/job_store.h"
+#include "src/store/node_store.h"
+
+namespace surplus::api {
+
+/// Concurrent submits share one durable commit (WAL flush).
+class SubmitBatcher : public GroupCommit<store::SubmitItem, store::SubmitOutcome> {
+ public:
+  SubmitBatcher(store::PgJobStore& store, int writers, size_t max_batch)
+      : GroupCommit([&store](const std::vector<store::SubmitItem>& items) { return store.SubmitBatch(items); },
+                    writers, max_batch) {}
+  void Submit(store::SubmitItem item, Done done) { Add(std::move(item), std::move(done)); }
+};
+
+/// Telemetry from every node every interval: reports that arrive together are written in
+/// one transaction (see PgNodeStore::RecordTelemetryBatch).
+class TelemetryBatcher : public GroupCommit<store::TelemetryReport, absl::Status> {
+ public:
+  TelemetryBatcher(store::PgNodeStore& store, size_t max_batch)
+      : GroupCommit(
+            [&store](const std::vector<store::TelemetryReport>& items) {
+              return std::vector<absl::Status>(items.size(), store.RecordTelemetryBatch(items));
+            },
+            1, max_batch) {}
+};
+
+}  // namespace surplus::api
