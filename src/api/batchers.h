@@ -20,13 +20,19 @@ class SubmitBatcher : public GroupCommit<store::SubmitItem, store::SubmitOutcome
 };
 
 /// Telemetry from every node every interval: reports that arrive together are written in
-/// one transaction (see PgNodeStore::RecordTelemetryBatch).
+/// one transaction (see PgNodeStore::RecordTelemetryBatch). When a batch fails, its reports
+/// are written one by one, so one node's bad report cannot keep the others from being
+/// recorded (and the nodes from being marked lost).
 class TelemetryBatcher : public GroupCommit<store::TelemetryReport, absl::Status> {
  public:
   TelemetryBatcher(store::PgNodeStore& store, size_t max_batch)
       : GroupCommit(
             [&store](const std::vector<store::TelemetryReport>& items) {
-              return std::vector<absl::Status>(items.size(), store.RecordTelemetryBatch(items));
+              std::vector<absl::Status> out(items.size(), store.RecordTelemetryBatch(items));
+              if (!out[0].ok() && items.size() > 1) {
+                for (size_t i = 0; i < items.size(); ++i) out[i] = store.RecordTelemetryBatch({items[i]});
+              }
+              return out;
             },
             1, max_batch) {}
 };

@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <map>
+#include <thread>
 
 #include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
+#include "src/api/batchers.h"
 #include "src/store/job_store.h"
 #include "src/store/migrations.h"
 #include "src/store/scheduler_feed.h"
@@ -152,6 +156,43 @@ TEST_F(FeedTest, TelemetryBatchAppliesEachNodesReportsInOrder) {
   ASSERT_TRUE(changes.ok()) << changes.status();
   EXPECT_EQ(changes->nodes.size(), 2u);
   EXPECT_TRUE(changes->jobs.empty());
+}
+
+TEST_F(FeedTest, OneBadTelemetryReportDoesNotLoseTheOthersInItsBatch) {
+  Exec("INSERT INTO nodes (name, gpu_model, registered_ms) VALUES ('n2', 'H100-80GB', 1), ('n3', 'H100-80GB', 1)");
+  store::PgNodeStore nodes(*pool_);
+  api::TelemetryBatcher batcher(nodes, 1024);
+  auto report = [](const std::string& node, int64_t at, const std::string& health_reason) {
+    store::TelemetryReport r{node, {}, at};
+    auto* g = r.telemetry.add_gpus();
+    g->set_index(0);
+    g->set_healthy(health_reason.empty());
+    g->set_health_reason(health_reason);
+    return r;
+  };
+  // Hold n1's row so the writer's first batch (n1's report) waits; the next two reports
+  // queue behind it and are written together: one of them cannot be stored (a NUL byte).
+  pqxx::connection holder(url_);
+  pqxx::work hold(holder);
+  hold.exec("SELECT 1 FROM nodes WHERE name = 'n1' FOR UPDATE");
+  std::promise<absl::Status> first, bad, good;
+  batcher.Add(report("n1", 7000, ""), [&](const absl::Status& s) { first.set_value(s); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  batcher.Add(report("n2", 7100, std::string("XID 79\0garbage", 14)), [&](const absl::Status& s) { bad.set_value(s); });
+  batcher.Add(report("n3", 7200, ""), [&](const absl::Status& s) { good.set_value(s); });
+  hold.commit();
+  EXPECT_TRUE(first.get_future().get().ok());
+  EXPECT_FALSE(bad.get_future().get().ok());
+  EXPECT_TRUE(good.get_future().get().ok());
+  pqxx::connection c(url_);
+  pqxx::work tx(c);
+  std::map<std::string, int64_t> heartbeat;
+  for (const auto& r : tx.exec("SELECT name, last_heartbeat_ms FROM nodes")) {
+    heartbeat[r[0].as<std::string>()] = r[1].as<int64_t>();
+  }
+  EXPECT_EQ(heartbeat["n1"], 7000);
+  EXPECT_EQ(heartbeat["n2"], 0);
+  EXPECT_EQ(heartbeat["n3"], 7200);
 }
 
 TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
