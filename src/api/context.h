@@ -28,6 +28,9 @@ struct ApiConfig {
   /// SIGTERM-to-SIGKILL notice for preemptions and cancels.
   int64_t preemption_notice_ms = 120'000;
   int64_t heartbeat_interval_ms = 1'000;
+  /// A worker's stream is reconciled on every nudge and when its jobs change, else at most
+  /// this often (resends what the worker may have missed).
+  int64_t reconcile_interval_ms = 5'000;
   store::HarvestConfig harvest;
   Limits limits;
   /// Market settings used by the scheduler and quotes (reserve prices come from the DB).

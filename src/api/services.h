@@ -150,12 +150,20 @@ class WorkerHub {
   };
   void Add(const std::string& node, Conn* c);
   void Remove(const std::string& node, Conn* c);
+  /// The desired jobs of these nodes changed: reconciles the workers connected here and
+  /// tells the other replicas (through the publisher) to do the same with theirs.
   void Nudge(const std::string& node);
+  void Nudge(const std::vector<std::string>& nodes);
+  /// Reconciles the workers of these nodes connected here only (nudges from elsewhere).
+  void NudgeHere(const std::vector<std::string>& nodes);
   void NudgeAll();
+  /// Set before serving; called outside the hub's lock.
+  void SetPublisher(std::function<void(const std::vector<std::string>&)> publish) { publish_ = std::move(publish); }
 
  private:
   std::mutex mu_;
   std::multimap<std::string, Conn*> conns_;
+  std::function<void(const std::vector<std::string>&)> publish_;
 };
 
 }  // namespace surplus::api

@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <deque>
 #include <set>
 
@@ -128,12 +129,18 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
         s = ctx_.telemetry != nullptr
                 ? ctx_.telemetry->AddAndWait(store::TelemetryReport{node_, msg.telemetry(), now})
                 : ctx_.nodes->RecordTelemetry(node_, msg.telemetry(), now);
+        bool changed;
         {
           std::lock_guard<std::mutex> lock(state_mu_);
-          running_.clear();
-          for (const auto& id : msg.telemetry().running_job_ids()) running_.insert(id);
+          std::set<std::string> running(msg.telemetry().running_job_ids().begin(),
+                                        msg.telemetry().running_job_ids().end());
+          changed = running != running_;
+          running_ = std::move(running);
         }
-        Reconcile();
+        // Changes of the desired jobs arrive as nudges (from any replica); telemetry
+        // reconciles when the worker's jobs changed, and otherwise at most every
+        // reconcile_interval_ms, to resend what a worker may have missed.
+        if (changed || now - last_reconcile_ms_.load() >= ctx_.config.reconcile_interval_ms) Reconcile();
         break;
       }
       case v1::WorkerMessage::kStatus:
@@ -154,6 +161,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
 
   void Reconcile() {
     if (node_.empty()) return;
+    last_reconcile_ms_ = NowMs();
     auto desired = ctx_.jobs->DesiredForNode(node_);
     if (!desired.ok()) return;
     const int64_t now = NowMs();
@@ -228,6 +236,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
   std::mutex state_mu_;  // what the worker runs
   std::set<std::string> running_;
   std::map<std::string, int64_t> last_sent_;
+  std::atomic<int64_t> last_reconcile_ms_{0};
 };
 
 }  // namespace
@@ -253,10 +262,20 @@ void WorkerHub::Remove(const std::string& node, Conn* c) {
   }
 }
 
-void WorkerHub::Nudge(const std::string& node) {
+void WorkerHub::Nudge(const std::string& node) { Nudge(std::vector<std::string>{node}); }
+
+void WorkerHub::Nudge(const std::vector<std::string>& nodes) {
+  if (nodes.empty()) return;
+  NudgeHere(nodes);
+  if (publish_) publish_(nodes);
+}
+
+void WorkerHub::NudgeHere(const std::vector<std::string>& nodes) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto range = conns_.equal_range(node);
-  for (auto it = range.first; it != range.second; ++it) it->second->Nudge();
+  for (const auto& node : nodes) {
+    auto range = conns_.equal_range(node);
+    for (auto it = range.first; it != range.second; ++it) it->second->Nudge();
+  }
 }
 
 void WorkerHub::NudgeAll() {

@@ -21,6 +21,7 @@
 #include "src/control/http.h"
 #include "src/control/scheduling_loop.h"
 #include "src/store/migrations.h"
+#include "src/store/nudges.h"
 
 namespace {
 
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   int64_t round_ms = 1000;
   int64_t notice_ms = 120'000;
   int64_t lost_after_ms = 10'000;
+  int64_t reconcile_interval_ms = 5'000;
   int64_t owner_idle_window_ms = 300'000;
   int64_t min_preempt_gap = 0;
   int64_t min_runtime_before_preempt_ms = 0;
@@ -83,6 +85,9 @@ int main(int argc, char** argv) {
     sub->add_option("--round-ms", round_ms, "scheduling round interval")->check(CLI::Range(50, 600'000));
     sub->add_option("--preemption-notice-ms", notice_ms, "SIGTERM-to-SIGKILL notice")->check(CLI::Range(0, 3'600'000));
     sub->add_option("--lost-after-ms", lost_after_ms, "a node silent this long is lost")->check(CLI::Range(1000, 3'600'000));
+    sub->add_option("--reconcile-interval-ms", reconcile_interval_ms,
+                    "resend desired jobs to a worker at most this often without a change")
+        ->check(CLI::Range(200, 3'600'000));
     sub->add_option("--owner-idle-window-ms", owner_idle_window_ms,
                     "offer a GPU only after the owner left it idle this long (default 5 min)")->check(CLI::Range(0, 86'400'000));
     sub->add_option("--min-preempt-gap-micros", min_preempt_gap,
@@ -131,6 +136,7 @@ int main(int argc, char** argv) {
   surplus::api::ApiContext ctx;
   ctx.config.preemption_notice_ms = notice_ms;
   ctx.config.harvest.lost_after_ms = lost_after_ms;
+  ctx.config.reconcile_interval_ms = reconcile_interval_ms;
   ctx.config.harvest.owner_idle_window_ms = owner_idle_window_ms;
   ctx.config.market.min_preempt_gap = min_preempt_gap;
   ctx.config.market.min_runtime_before_preempt_ms = min_runtime_before_preempt_ms;
@@ -157,6 +163,15 @@ int main(int argc, char** argv) {
   surplus::api::TelemetryBatcher telemetry(nodes, 1024);
   surplus::api::Executor executor(threads);
   surplus::api::WorkerHub workers;
+  // Nudges reach the workers connected to the other replicas through the database.
+  workers.SetPublisher([&pool](const std::vector<std::string>& names) {
+    if (absl::Status s = surplus::store::PublishNudges(pool, names); !s.ok()) {
+      spdlog::debug("could not publish nudges: {}", s.ToString());
+    }
+  });
+  surplus::store::NudgeListener nudges(
+      database_url, [&workers](const std::vector<std::string>& names) { workers.NudgeHere(names); },
+      [&workers] { workers.NudgeAll(); });
   ctx.pool = &pool;
   ctx.auth_store = &auth_store;
   ctx.jobs = &jobs;

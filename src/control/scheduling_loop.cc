@@ -210,7 +210,7 @@ absl::Status SchedulingLoop::RunRound() {
     prices.push_back(rp);
   }
   if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
-  for (const auto& n : touched) ctx_.workers->Nudge(n);
+  ctx_.workers->Nudge(std::vector<std::string>(touched.begin(), touched.end()));
   if (!d.assignments.empty() || !d.preemptions.empty()) {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),
                  engine_->pending_jobs());

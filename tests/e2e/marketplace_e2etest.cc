@@ -246,6 +246,26 @@ TEST_F(E2e, JobsRunToTheirEndStatesWithLogsAndInvoice) {
   EXPECT_EQ(metrics.find("\nsurplus_scheduler_rounds_total 1\n"), std::string::npos) << metrics;
 }
 
+TEST_F(E2e, AWorkerOnAnotherReplicaGetsItsJobsAtOnce) {
+  Start("replicas");  // this replica leads the scheduling
+  // The worker streams to a second replica that, left to itself, would resend desired jobs
+  // to it only every 10 minutes: only a nudge through the database brings them sooner.
+  const std::string follower = stack_->StartReplica({"--reconcile-interval-ms", "600000"});
+  stack_->StartWorker("node-f", 8, {}, follower);
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT count(*) FROM nodes WHERE last_heartbeat_ms > 0") == "1"; },
+                      15000));
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // past the stream's first reconcile
+  const std::string job = Submit(ExecSpec("far", {"sleep", "60"}, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitFor([&] { return Get(job).reason() == "running on node-f"; }, 10000)) << Get(job).reason();
+  // A cancel taken by the leading replica reaches the worker the same way.
+  v1::CancelJobRequest creq;
+  creq.set_job_id(job);
+  v1::Job cj;
+  auto cc = Ctx(key_);
+  ASSERT_TRUE(stack_->Tenant()->CancelJob(cc.get(), creq, &cj).ok());
+  ASSERT_TRUE(WaitState(job, v1::JOB_STATE_CANCELLED, 10000)) << Get(job).reason();
+}
+
 TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
   Start("preempt", {"--preemption-notice-ms", "3000"});
   stack_->StartWorker("node-p", 1);

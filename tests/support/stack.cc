@@ -50,23 +50,24 @@ Stack::Stack(const std::string& name, StackOptions opts) : name_(name), opts_(st
 
 Stack::~Stack() {
   workers_.clear();
+  replicas_.clear();
   control_ = Child();
   billing_ = Child();
   std::string out;
   RunCommand({"rm", "-rf", dir_}, &out);
 }
 
-void Stack::StartControl() {
+std::vector<std::string> Stack::ControlArgv(int grpc_port, int http_port, const std::string& key_file) const {
   std::vector<std::string> argv = {ControlBin(),
                                    "serve",
                                    "--database-url",
                                    db_url_,
                                    "--listen",
-                                   endpoint(),
+                                   "127.0.0.1:" + std::to_string(grpc_port),
                                    "--http-listen",
-                                   http(),
+                                   "127.0.0.1:" + std::to_string(http_port),
                                    "--operator-key-file",
-                                   dir_ + "/operator.key",
+                                   key_file,
                                    "--round-ms",
                                    "200",
                                    "--log-level",
@@ -78,11 +79,30 @@ void Stack::StartControl() {
   }
   if (opts_.tls) argv.insert(argv.end(), {"--tls-cert", tls_ca(), "--tls-key", dir_ + "/tls/key.pem"});
   for (const auto& a : opts_.control_args) argv.push_back(a);
-  control_ = Child(argv, dir_ + "/control.log");
+  return argv;
+}
+
+void Stack::StartControl() {
+  control_ = Child(ControlArgv(grpc_port_, http_port_, dir_ + "/operator.key"), dir_ + "/control.log");
   channel_ = MakeChannel(endpoint(), tls_ca());
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
     throw std::runtime_error("surplus-control did not start: " + control_log());
   }
+}
+
+std::string Stack::StartReplica(const std::vector<std::string>& extra) {
+  const int n = static_cast<int>(replicas_.size()) + 2;
+  const int port = FreePort();
+  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+  std::vector<std::string> argv =
+      ControlArgv(port, FreePort(), dir_ + "/operator-" + std::to_string(n) + ".key");
+  for (const auto& a : extra) argv.push_back(a);
+  const std::string log = dir_ + "/control-" + std::to_string(n) + ".log";
+  replicas_.emplace_back(argv, log);
+  if (!MakeChannel(endpoint, tls_ca())->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20))) {
+    throw std::runtime_error("surplus-control replica did not start: " + ReadFile(log));
+  }
+  return endpoint;
 }
 
 void Stack::KillControl() { control_.Stop(SIGKILL); }
@@ -99,11 +119,13 @@ void Stack::StartBilling() {
 
 void Stack::KillBilling() { billing_.Stop(SIGKILL); }
 
-int Stack::StartWorker(const std::string& node, int gpus, const std::vector<std::string>& extra) {
+int Stack::StartWorker(const std::string& node, int gpus, const std::vector<std::string>& extra,
+                        const std::string& endpoint) {
   const std::string key = IssueKey(v1::ROLE_WORKER);
+  const std::string control = endpoint.empty() ? this->endpoint() : endpoint;
   std::vector<std::string> argv = {WorkerBin(),         "--node",          node,
                                    "--gpus",            std::to_string(gpus),
-                                   "--control-endpoint", endpoint(),     "--billing-endpoint",
+                                   "--control-endpoint", control,        "--billing-endpoint",
                                    billing_endpoint(),  "--state-dir",     dir_ + "/worker-" + node,
                                    "--telemetry-ms",    "200",           "--usage-interval-ms",
                                    "1000"};

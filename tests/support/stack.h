@@ -39,11 +39,16 @@ class Stack {
 
   void StartControl();
   void KillControl();  ///< SIGKILL
+  /// Starts another surplus-control replica on the same database (it follows the first,
+  /// which leads the scheduling); returns its gRPC endpoint. `extra`: flags for it only.
+  std::string StartReplica(const std::vector<std::string>& extra = {});
   void StartBilling();
   void KillBilling();
 
-  /// Starts a simulated worker node; returns its index for KillWorker.
-  int StartWorker(const std::string& node, int gpus, const std::vector<std::string>& extra = {});
+  /// Starts a simulated worker node; returns its index for KillWorker. `endpoint`: the
+  /// replica it streams to (default: the first).
+  int StartWorker(const std::string& node, int gpus, const std::vector<std::string>& extra = {},
+                  const std::string& endpoint = "");
   void KillWorker(int index);
 
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
@@ -77,7 +82,11 @@ class Stack {
   int http_port_ = 0;
   int billing_port_ = 0;
   std::string operator_key_;
+  // argv of a control replica serving on these ports.
+  std::vector<std::string> ControlArgv(int grpc_port, int http_port, const std::string& key_file) const;
+
   Child control_;
+  std::vector<Child> replicas_;
   Child billing_;
   std::vector<Child> workers_;
   std::shared_ptr<grpc::Channel> channel_;
