@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "src/api/services.h"
+#include "src/common/crypto.h"
 #include "src/common/flags.h"
 #include "src/common/logging.h"
 #include "src/control/http.h"
@@ -164,13 +165,14 @@ int main(int argc, char** argv) {
   surplus::api::Executor executor(threads);
   surplus::api::WorkerHub workers;
   // Nudges reach the workers connected to the other replicas through the database.
-  workers.SetPublisher([&pool](const std::vector<std::string>& names) {
-    if (absl::Status s = surplus::store::PublishNudges(pool, names); !s.ok()) {
+  const std::string replica_id = surplus::RandomHex(8);
+  workers.SetPublisher([&pool, &replica_id](const std::vector<std::string>& names) {
+    if (absl::Status s = surplus::store::PublishNudges(pool, replica_id, names); !s.ok()) {
       spdlog::debug("could not publish nudges: {}", s.ToString());
     }
   });
   surplus::store::NudgeListener nudges(
-      database_url, [&workers](const std::vector<std::string>& names) { workers.NudgeHere(names); },
+      database_url, replica_id, [&workers](const std::vector<std::string>& names) { workers.NudgeHere(names); },
       [&workers] { workers.NudgeAll(); });
   ctx.pool = &pool;
   ctx.auth_store = &auth_store;

@@ -13,31 +13,37 @@ namespace {
 // NOTIFY payloads must stay under 8,000 bytes.
 constexpr size_t kMaxPayload = 7'000;
 
+// A payload is "sender|node,node,...".
 class Receiver : public pqxx::notification_receiver {
  public:
-  Receiver(pqxx::connection_base& conn, const std::function<void(const std::vector<std::string>&)>& on_nodes)
-      : pqxx::notification_receiver(conn, kNudgeChannel), on_nodes_(on_nodes) {}
+  Receiver(pqxx::connection_base& conn, const std::string& self,
+           const std::function<void(const std::vector<std::string>&)>& on_nodes)
+      : pqxx::notification_receiver(conn, kNudgeChannel), self_(self), on_nodes_(on_nodes) {}
   void operator()(const std::string& payload, int /*backend_pid*/) override {
-    const std::vector<std::string> nodes = absl::StrSplit(payload, ',', absl::SkipEmpty());
+    const size_t bar = payload.find('|');
+    if (bar == std::string::npos || payload.compare(0, bar, self_) == 0) return;
+    const std::vector<std::string> nodes = absl::StrSplit(payload.substr(bar + 1), ',', absl::SkipEmpty());
     on_nodes_(nodes);
   }
 
  private:
+  const std::string& self_;
   const std::function<void(const std::vector<std::string>&)>& on_nodes_;
 };
 
 }  // namespace
 
-absl::Status PublishNudges(PgPool& pool, const std::vector<std::string>& nodes) {
+absl::Status PublishNudges(PgPool& pool, const std::string& sender, const std::vector<std::string>& nodes) {
   if (nodes.empty()) return absl::OkStatus();
+  const std::string head = sender + "|";
   std::vector<std::string> payloads;
-  std::string cur;
+  std::string cur = head;
   for (const auto& n : nodes) {
-    if (!cur.empty() && cur.size() + 1 + n.size() > kMaxPayload) {
+    if (cur.size() > head.size() && cur.size() + 1 + n.size() > kMaxPayload) {
       payloads.push_back(std::move(cur));
-      cur.clear();
+      cur = head;
     }
-    if (!cur.empty()) cur += ',';
+    if (cur.size() > head.size()) cur += ',';
     cur += n;
   }
   payloads.push_back(std::move(cur));
@@ -46,9 +52,13 @@ absl::Status PublishNudges(PgPool& pool, const std::vector<std::string>& nodes) 
   });
 }
 
-NudgeListener::NudgeListener(std::string url, std::function<void(const std::vector<std::string>&)> on_nodes,
+NudgeListener::NudgeListener(std::string url, std::string self,
+                             std::function<void(const std::vector<std::string>&)> on_nodes,
                              std::function<void()> on_connected)
-    : url_(std::move(url)), on_nodes_(std::move(on_nodes)), on_connected_(std::move(on_connected)) {
+    : url_(std::move(url)),
+      self_(std::move(self)),
+      on_nodes_(std::move(on_nodes)),
+      on_connected_(std::move(on_connected)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -62,7 +72,7 @@ void NudgeListener::Loop() {
   while (!stopping_) {
     try {
       pqxx::connection conn(url_);
-      Receiver receiver(conn, on_nodes_);
+      Receiver receiver(conn, self_, on_nodes_);
       conn.get_notifs();  // LISTEN is issued by the receiver; make sure it is in effect
       backoff = std::chrono::milliseconds(100);
       on_connected_();
