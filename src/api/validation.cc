@@ -160,6 +160,15 @@ absl::Status ValidateTenantId(const std::string& id, const std::string& field) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateNodeName(const std::string& name, const std::string& field) {
+  bool ok = !name.empty() && name.size() <= 253;
+  for (char c : name) {
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_');
+  }
+  if (!ok) return Bad(field, "1 to 253 letters, digits, '.', '-' or '_'");
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCreateTenant(const v1::CreateTenantRequest& req) {
   if (absl::Status s = ValidateTenantId(req.id(), "id"); !s.ok()) return s;
   if (req.display_name().size() > 256 || !IsPrintable(req.display_name())) {

@@ -29,6 +29,8 @@ absl::Status ValidateShape(const surplus::v1::Shape& shape, const std::string& g
                            const Limits& limits, const std::string& field);
 absl::Status ValidateJobSpec(const surplus::v1::JobSpec& spec, const Limits& limits);
 absl::Status ValidateTenantId(const std::string& id, const std::string& field);
+/// Node names travel in lists (placements, nudges), so they hold no separators.
+absl::Status ValidateNodeName(const std::string& name, const std::string& field);
 absl::Status ValidateCreateTenant(const surplus::v1::CreateTenantRequest& req);
 absl::Status ValidateJobId(const std::string& id);
 /// "YYYY-MM" with a month 01..12.

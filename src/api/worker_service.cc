@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/api/services.h"
+#include "src/api/validation.h"
 #include "src/api/write_queue.h"
 #include "surplus/gpu_models.h"
 
@@ -17,7 +18,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
   return Defer(c, *ctx_.executor, [this, c, req, resp]() -> absl::Status {
     auto p = ctx_.auth->Authorize(*c, {v1::ROLE_WORKER});
     if (!p.ok()) return p.status();
-    if (req->node().empty() || req->node().size() > 253) return absl::InvalidArgumentError("node: required");
+    if (absl::Status s = ValidateNodeName(req->node(), "node"); !s.ok()) return s;
     const GpuModel* model = FindGpuModel(req->gpu_model());
     if (model == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("gpu_model: unknown GPU model '", req->gpu_model().substr(0, 64), "'"));

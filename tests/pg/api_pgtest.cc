@@ -266,6 +266,27 @@ TEST_F(ApiTest, BadFieldsAreInvalidArgumentNamingTheField) {
   EXPECT_NE(s.error_message().find("period"), std::string::npos);
 }
 
+TEST_F(ApiTest, RegisterRejectsNodeNamesThatCannotTravelInLists) {
+  auto worker = v1::WorkerService::NewStub(MakeChannel(stack_->endpoint(), ""));
+  const std::string key = stack_->IssueKey(v1::ROLE_WORKER);
+  auto reg = [&](const std::string& node) {
+    v1::RegisterRequest req;
+    req.set_node(node);
+    req.set_gpu_model("H100-80GB");
+    req.add_gpus()->set_index(0);
+    v1::RegisterResponse resp;
+    auto ctx = Ctx(key);
+    return worker->Register(ctx.get(), req, &resp);
+  };
+  for (const std::string& bad : std::vector<std::string>{"", "a,b", "a|b", "rack 1", "n;1", std::string(254, 'n')}) {
+    grpc::Status s = reg(bad);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "'" << bad << "': " << s.error_message();
+    EXPECT_NE(s.error_message().find("node"), std::string::npos) << s.error_message();
+  }
+  EXPECT_TRUE(reg("gpu-node_07.rack-3").ok());
+  EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name LIKE '%,%' OR name LIKE '%|%'"), "0");
+}
+
 TEST_F(ApiTest, OversizedMessageIsRejected) {
   const std::string key = stack_->CreateTenant("huge");
   v1::JobSpec spec = SleepSpec("big");
