@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include <pqxx/pqxx>
@@ -16,6 +18,7 @@
 #include "src/api/batchers.h"
 #include "src/store/job_store.h"
 #include "src/store/migrations.h"
+#include "src/store/nudges.h"
 #include "src/store/scheduler_feed.h"
 #include "tests/support/pg_instance.h"
 
@@ -193,6 +196,38 @@ TEST_F(FeedTest, OneBadTelemetryReportDoesNotLoseTheOthersInItsBatch) {
   EXPECT_EQ(heartbeat["n1"], 7000);
   EXPECT_EQ(heartbeat["n2"], 0);
   EXPECT_EQ(heartbeat["n3"], 7200);
+}
+
+TEST_F(FeedTest, NudgesReachOtherReplicasInFullAndNotTheSender) {
+  std::mutex mu;
+  std::vector<std::string> got;
+  std::atomic<int> connected{0};
+  store::NudgeListener listener(
+      url_, "replica-a",
+      [&](const std::vector<std::string>& nodes) {
+        std::lock_guard<std::mutex> lock(mu);
+        got.insert(got.end(), nodes.begin(), nodes.end());
+      },
+      [&] { ++connected; });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (connected == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(connected, 1);
+  // 2,000 names do not fit in one notification (payloads stay under 8,000 bytes).
+  std::vector<std::string> many;
+  for (int i = 0; i < 2000; ++i) many.push_back(absl::StrCat("gpu-node-", i));
+  ASSERT_TRUE(store::PublishNudges(*pool_, "replica-a", {"mine"}).ok());  // its own: skipped
+  ASSERT_TRUE(store::PublishNudges(*pool_, "replica-b", many).ok());
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return got.size();
+  };
+  while (count() < many.size() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(got, many);
 }
 
 TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
