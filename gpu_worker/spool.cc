@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -86,12 +87,14 @@ absl::Status FsyncDir(const std::string& dir) {
 
 // Replaces `path` with `contents` atomically and durably: temp file, fsync, rename,
 // fsync of the folder.
-absl::Status WriteFileAtomically(const std::string& dir, const std::string& path,
-                                 absl::string_view contents) {
+// Replaces `path` with what `write` writes to a temporary file (fsync, rename, fsync the
+// folder), so that a crash leaves either the old file or the new one.
+absl::Status ReplaceFileAtomically(const std::string& dir, const std::string& path,
+                                   const std::function<absl::Status(int fd, const std::string& tmp)>& write) {
   const std::string tmp = absl::StrCat(path, ".tmp");
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create", tmp, errno);
-  absl::Status s = WriteAll(fd, contents, tmp);
+  absl::Status s = write(fd, tmp);
   if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("fsync", tmp, errno);
   ::close(fd);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoError("rename", tmp, errno);
@@ -100,6 +103,10 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& path
     return s;
   }
   return FsyncDir(dir);
+}
+
+absl::Status WriteFileAtomically(const std::string& dir, const std::string& path, absl::string_view contents) {
+  return ReplaceFileAtomically(dir, path, [&](int fd, const std::string& tmp) { return WriteAll(fd, contents, tmp); });
 }
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
@@ -417,20 +424,32 @@ absl::Status UsageSpool::Compact() {
 absl::Status UsageSpool::CompactLocked() {
   if (acked_bytes_ == 0) return absl::OkStatus();
   const std::string path = SpoolPath();
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  std::string contents(kMagic);
   std::map<uint64_t, Frame> moved;
-  for (const auto& [seq, frame] : pending_) {
-    std::string buf(frame.bytes, '\0');
-    absl::StatusOr<size_t> got = PreadFull(fd_, buf.data(), buf.size(), frame.offset, path);
-    if (!got.ok()) return got.status();
-    if (*got != buf.size()) return absl::DataLossError(absl::StrCat(path, " shrank"));
-    moved.emplace(seq, Frame{static_cast<int64_t>(contents.size()), frame.bytes});
-    contents += buf;
-  }
+  int64_t written = 0;
+  // The pending frames are copied through a bounded buffer: a backlog built up while
+  // billing was away can be far larger than the memory a worker should take for it.
+  constexpr size_t kChunk = 1 << 20;
+  auto copy = [&](int out, const std::string& tmp) -> absl::Status {
+    std::string buf(kMagic);
+    for (const auto& [seq, frame] : pending_) {
+      const size_t at = buf.size();
+      buf.resize(at + frame.bytes);
+      absl::StatusOr<size_t> got = PreadFull(fd_, buf.data() + at, frame.bytes, frame.offset, path);
+      if (!got.ok()) return got.status();
+      if (*got != frame.bytes) return absl::DataLossError(absl::StrCat(path, " shrank"));
+      moved.emplace(seq, Frame{written + static_cast<int64_t>(at), frame.bytes});
+      if (buf.size() >= kChunk) {
+        if (absl::Status s = WriteAll(out, buf, tmp); !s.ok()) return s;
+        written += static_cast<int64_t>(buf.size());
+        buf.clear();
+      }
+    }
+    written += static_cast<int64_t>(buf.size());
+    return WriteAll(out, buf, tmp);
+  };
   // The state file already records every ack (AckLocked writes it first), including
   // next_seq, so dropping acked frames loses nothing needed to restore the numbering.
-  if (absl::Status s = WriteFileAtomically(dir_, path, contents); !s.ok()) return s;
+  if (absl::Status s = ReplaceFileAtomically(dir_, path, copy); !s.ok()) return s;
   const int fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (fd < 0) {
     broken_ = ErrnoError("reopen", path, errno);
@@ -439,7 +458,7 @@ absl::Status UsageSpool::CompactLocked() {
   ::close(fd_);
   fd_ = fd;
   pending_ = std::move(moved);
-  file_bytes_ = static_cast<int64_t>(contents.size());
+  file_bytes_ = written;
   acked_bytes_ = 0;
   return absl::OkStatus();
 }

@@ -259,6 +259,38 @@ TEST_F(SpoolTest, CompactsWhenAckedBytesDominate) {
   EXPECT_FALSE(std::filesystem::exists(SpoolFile() + ".tmp"));
 }
 
+TEST_F(SpoolTest, CompactsABacklogLargerThanItsCopyBuffer) {
+  // 300 frames of about 10 KiB: the 140 left after the ack take more than the 1 MiB that
+  // compaction copies at a time, so the new file is written in several pieces.
+  SpoolOptions options;
+  options.compact_min_acked_bytes = 1;
+  auto spool = OpenSpool(options);
+  ASSERT_NE(spool, nullptr);
+  auto job = [](int i) { return std::string(10'000, static_cast<char>('a' + i % 26)) + std::to_string(i); };
+  for (int i = 1; i <= 300; ++i) ASSERT_TRUE(spool->Append(Record(job(i), i)).ok());
+  ASSERT_TRUE(spool->AckThrough(160).ok());
+  auto check = [&](UsageSpool& s) {
+    absl::StatusOr<std::vector<UsageRecord>> pending = s.Pending();
+    ASSERT_TRUE(pending.ok()) << pending.status();
+    ASSERT_EQ(pending->size(), 140u);
+    for (size_t k = 0; k < pending->size(); ++k) {
+      const int i = 161 + static_cast<int>(k);
+      EXPECT_EQ((*pending)[k].seq, static_cast<uint64_t>(i));
+      EXPECT_EQ((*pending)[k].job_id, job(i));
+      EXPECT_EQ((*pending)[k].start_ms, i);
+    }
+  };
+  EXPECT_LT(FileSize(), 1'500'000);  // compacted: 140 of 300 frames
+  EXPECT_GT(FileSize(), 1 << 20);
+  EXPECT_EQ(spool->file_bytes(), FileSize());
+  check(*spool);
+  spool.reset();
+  auto again = OpenSpool(options);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->recovery().truncated_bytes, 0);
+  check(*again);
+}
+
 TEST_F(SpoolTest, RefusesDamagedStateOrForeignFile) {
   {
     auto spool = OpenSpool();
