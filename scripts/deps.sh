@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libpqxx-dev libpq-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libbenchmark-dev libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev
   postgresql-client util-linux openssl
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the tests: installs missing packages, builds, then runs
-# unit, PostgreSQL, end-to-end and GPU tests with CTest. Tests start their own
-# PostgreSQL servers (initdb under a temporary folder, loopback only, as the
-# `postgres` user when run as root). GPU tests skip, and say why, without a GPU.
+# unit, PostgreSQL, end-to-end and GPU tests with CTest, then the fuzz targets. Tests
+# start their own PostgreSQL servers (initdb under a temporary folder, loopback only, as
+# the `postgres` user when run as root). GPU tests skip, and say why, without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -18,3 +18,6 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libnvidia-ml.so.1'; then
   echo "note: no NVIDIA driver here (libnvidia-ml.so.1 not found): tests labelled 'gpu' report Skipped"
 fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 "$@"
+# Fuzz targets for what is decoded from disk or typed by people (fixed seed and input
+# count, so the run is repeatable).
+bash scripts/fuzz.sh
