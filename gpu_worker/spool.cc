@@ -20,6 +20,8 @@ namespace surplus::worker {
 namespace {
 
 constexpr absl::string_view kMagic = "SURPSPL1";
+// Sequence numbers count records from 1; no worker gets near this many.
+constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
 constexpr size_t kFrameHeaderBytes = 8;  // u32 length + u32 crc
 constexpr absl::string_view kStateHeader = "surplus-usage-spool-state 1";
 
@@ -204,6 +206,7 @@ absl::Status UsageSpool::Recover() {
         }
       }
     }
+    ok = ok && state_.next_seq < kMaxSeq && state_.acked_through < state_.next_seq;
     if (!ok) {
       // Guessing here could reuse sequence numbers (billing would drop the new records
       // as duplicates), so refuse and let an operator look.
@@ -265,11 +268,19 @@ absl::Status UsageSpool::Recover() {
       recovery_.truncation_reason = std::string(record.status().message());
       break;
     }
+    const uint64_t seq = record->seq;
+    // Append numbers frames 1, 2, 3, ... in file order and compaction keeps that order, so
+    // a readable frame out of that order was not written by a spool: refuse rather than
+    // guess which records are real (dropping them loses usage, keeping them may bill twice).
+    if (seq == 0 || seq >= kMaxSeq || seq <= max_seq) {
+      return absl::DataLossError(absl::StrCat(path, ": frame at offset ", offset, " has sequence number ", seq,
+                                              max_seq > 0 ? absl::StrCat(" after ", max_seq) : std::string(),
+                                              "; the spool was not written by this program"));
+    }
     const Frame frame{offset, static_cast<uint32_t>(sizeof header + len)};
     offset += frame.bytes;
     ++recovery_.frames;
-    const uint64_t seq = record->seq;
-    max_seq = std::max(max_seq, seq);
+    max_seq = seq;
     if (seq <= state_.acked_through || state_.acked_above.count(seq) > 0 ||
         pending_.count(seq) > 0) {
       acked_bytes_ += frame.bytes;

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -169,6 +171,43 @@ TEST_F(SpoolTest, RecoversPrefixOfTornOrCorruptFile) {
     EXPECT_EQ(again->recovery().truncated_bytes, 0) << c.name;
     EXPECT_EQ(again->pending_count(), c.want.size() + 1) << c.name;
   }
+}
+
+TEST_F(SpoolTest, RefusesReadableFramesOutOfSequence) {
+  // Frames with good checksums whose sequence numbers no spool writes (found by
+  // fuzz_spool: a frame numbered 2^64-1 made the next append reuse number 1).
+  auto frame = [](uint64_t seq) {
+    UsageRecord r = Record("x", 1);
+    r.seq = seq;
+    const std::string payload = EncodeUsageRecord(r);
+    std::string out(8, '\0');
+    for (int i = 0; i < 4; ++i) {
+      out[i] = static_cast<char>((payload.size() >> (8 * i)) & 0xff);
+      out[4 + i] = static_cast<char>((Crc32c(payload) >> (8 * i)) & 0xff);
+    }
+    return out + payload;
+  };
+  const std::vector<std::vector<uint64_t>> cases = {
+      {1, std::numeric_limits<uint64_t>::max()}, {0}, {2, 1}, {3, 3}, {uint64_t{1} << 62}};
+  for (const auto& seqs : cases) {
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::string file = "SURPSPL1";
+    for (uint64_t seq : seqs) file += frame(seq);
+    std::ofstream(SpoolFile(), std::ios::binary) << file;
+    absl::StatusOr<std::unique_ptr<UsageSpool>> spool = UsageSpool::Open(dir_);
+    ASSERT_FALSE(spool.ok()) << seqs.back();
+    EXPECT_EQ(spool.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(spool.status().message().find("sequence number"), std::string::npos) << spool.status();
+  }
+  // In order, numbered as a spool numbers them: accepted, and numbering goes on after them.
+  std::filesystem::remove_all(dir_);
+  std::filesystem::create_directories(dir_);
+  std::ofstream(SpoolFile(), std::ios::binary) << std::string("SURPSPL1") + frame(1) + frame(2) + frame(5);
+  auto spool = OpenSpool();
+  ASSERT_NE(spool, nullptr);
+  EXPECT_EQ(Seqs(*spool->Pending()), (std::vector<uint64_t>{1, 2, 5}));
+  EXPECT_EQ(*spool->Append(Record("y", 2)), 6u);
 }
 
 TEST_F(SpoolTest, AckedRecordsStayAckedAcrossReopen) {
