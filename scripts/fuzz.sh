@@ -24,7 +24,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$corpus"
   runs=$((RUNS / SHARE[$t]))
   log="$BUILD_DIR/fuzz_$t.log"
-  if ! (cd "$BUILD_DIR" && "fuzz/fuzz_$t" -runs="$runs" -seed=1 -use_value_profile=1 -print_final_stats=1 \
+  if ! (cd "$BUILD_DIR" && "fuzz/fuzz_$t" -runs="$runs" -seed=1 -use_value_profile=1 -len_control=0 -max_len=1024 -print_final_stats=1 \
         "corpus/$t") >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "fuzz_$t failed (full output: $log)"
