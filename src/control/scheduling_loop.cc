@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <set>
+#include <tuple>
 
 #include "src/api/services.h"
 #include "src/store/market_store.h"
@@ -10,6 +11,9 @@
 namespace surplus::control {
 namespace {
 constexpr int64_t kLeaderLockKey = 0x5375727033;
+// A pool whose figures do not change still gets a market_rounds row this often, so the
+// latest row says how recent the figures are.
+constexpr int64_t kPriceRowEveryMs = 60'000;
 
 bool SameMarket(const scheduler::MarketConfig& a, const scheduler::MarketConfig& b) {
   return a.reserve_price == b.reserve_price && a.list_price == b.list_price && a.quotas == b.quotas &&
@@ -85,6 +89,7 @@ void SchedulingLoop::Loop() {
 void SchedulingLoop::ClearState() {
   engine_.reset();
   nodes_.clear();
+  recorded_.clear();
   offerable_at_.clear();
   harvest_ = scheduler::HarvestTracker(harvest_.config());
 }
@@ -207,9 +212,19 @@ absl::Status SchedulingLoop::RunRound() {
     rp.used_units = p.used_units;
     rp.pending_jobs = static_cast<int>(p.pending_jobs);
     rp.at_ms = now;
+    auto last = recorded_.find(rp.gpu_model);
+    if (last != recorded_.end() && now - last->second.at_ms < kPriceRowEveryMs &&
+        std::tie(last->second.clearing, last->second.reserve, last->second.capacity_units, last->second.used_units,
+                 last->second.pending_jobs) ==
+            std::tie(rp.clearing, rp.reserve, rp.capacity_units, rp.used_units, rp.pending_jobs)) {
+      continue;  // nothing new for this pool
+    }
     prices.push_back(rp);
   }
-  if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
+  if (!prices.empty()) {
+    if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
+  }
+  for (const auto& rp : prices) recorded_[rp.gpu_model] = rp;
   ctx_.workers->Nudge(std::vector<std::string>(touched.begin(), touched.end()));
   if (!d.assignments.empty() || !d.preemptions.empty()) {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),

@@ -77,6 +77,9 @@ class SchedulingLoop {
   std::set<std::pair<int64_t, std::string>> offerable_at_;  // (when, node)
   scheduler::MarketConfig market_;
   bool full_report_ = true;
+  // The prices last written to market_rounds, per model: a round writes a pool's row only
+  // when its figures changed or the last row is a minute old.
+  std::map<std::string, store::RoundPrice> recorded_;
 };
 
 }  // namespace surplus::control

@@ -240,6 +240,12 @@ TEST_F(E2e, JobsRunToTheirEndStatesWithLogsAndInvoice) {
   EXPECT_LE(ok_gpu_ms, 4000);
   ExpectInvoiceMatchesRawTables();
 
+  // An idle market writes its prices once, not every round (a round is 200 ms here).
+  const std::string rows = stack_->Sql("SELECT count(*) FROM market_rounds");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(stack_->Sql("SELECT count(*) FROM market_rounds"), rows);
+  EXPECT_EQ(stack_->Sql("SELECT count(DISTINCT gpu_model) FROM market_rounds"), "1");
+
   // The leader read the store in full once and only changes afterwards.
   const std::string metrics = Metrics();
   EXPECT_NE(metrics.find("\nsurplus_scheduler_full_reads_total 1\n"), std::string::npos) << metrics;
