@@ -31,6 +31,8 @@ struct ApiConfig {
   /// A worker's stream is reconciled on every nudge and when its jobs change, else at most
   /// this often (resends what the worker may have missed).
   int64_t reconcile_interval_ms = 5'000;
+  /// The scheduling leader deletes market price rows older than this (0: keeps them all).
+  int64_t price_history_ms = 30LL * 24 * 3'600'000;
   store::HarvestConfig harvest;
   Limits limits;
   /// Market settings used by the scheduler and quotes (reserve prices come from the DB).

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   int64_t notice_ms = 120'000;
   int64_t lost_after_ms = 10'000;
   int64_t reconcile_interval_ms = 5'000;
+  int64_t price_history_days = 30;
   int64_t owner_idle_window_ms = 300'000;
   int64_t min_preempt_gap = 0;
   int64_t min_runtime_before_preempt_ms = 0;
@@ -89,6 +90,9 @@ int main(int argc, char** argv) {
     sub->add_option("--reconcile-interval-ms", reconcile_interval_ms,
                     "resend desired jobs to a worker at most this often without a change")
         ->check(CLI::Range(200, 3'600'000));
+    sub->add_option("--price-history-days", price_history_days,
+                    "keep market price rows this many days (0: keep them all)")
+        ->check(CLI::Range(0, 36'500));
     sub->add_option("--owner-idle-window-ms", owner_idle_window_ms,
                     "offer a GPU only after the owner left it idle this long (default 5 min)")->check(CLI::Range(0, 86'400'000));
     sub->add_option("--min-preempt-gap-micros", min_preempt_gap,
@@ -138,6 +142,7 @@ int main(int argc, char** argv) {
   ctx.config.preemption_notice_ms = notice_ms;
   ctx.config.harvest.lost_after_ms = lost_after_ms;
   ctx.config.reconcile_interval_ms = reconcile_interval_ms;
+  ctx.config.price_history_ms = price_history_days * 24 * 3'600'000;
   ctx.config.harvest.owner_idle_window_ms = owner_idle_window_ms;
   ctx.config.market.min_preempt_gap = min_preempt_gap;
   ctx.config.market.min_runtime_before_preempt_ms = min_runtime_before_preempt_ms;

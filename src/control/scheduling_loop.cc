@@ -14,6 +14,8 @@ constexpr int64_t kLeaderLockKey = 0x5375727033;
 // A pool whose figures do not change still gets a market_rounds row this often, so the
 // latest row says how recent the figures are.
 constexpr int64_t kPriceRowEveryMs = 60'000;
+// How often the leader deletes price rows past the history it keeps.
+constexpr int64_t kPruneEveryMs = 3'600'000;
 
 bool SameMarket(const scheduler::MarketConfig& a, const scheduler::MarketConfig& b) {
   return a.reserve_price == b.reserve_price && a.list_price == b.list_price && a.quotas == b.quotas &&
@@ -225,6 +227,15 @@ absl::Status SchedulingLoop::RunRound() {
     if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
   }
   for (const auto& rp : prices) recorded_[rp.gpu_model] = rp;
+  if (ctx_.config.price_history_ms > 0 && now - pruned_at_ms_ >= kPruneEveryMs) {
+    pruned_at_ms_ = now;
+    auto pruned = ctx_.market->PruneRounds(now - ctx_.config.price_history_ms);
+    if (!pruned.ok()) {
+      spdlog::warn("could not delete old market price rows: {}", pruned.status().ToString());
+    } else if (*pruned > 0) {
+      spdlog::info("deleted {} market price rows older than {} ms", *pruned, ctx_.config.price_history_ms);
+    }
+  }
   ctx_.workers->Nudge(std::vector<std::string>(touched.begin(), touched.end()));
   if (!d.assignments.empty() || !d.preemptions.empty()) {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),

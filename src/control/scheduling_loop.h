@@ -80,6 +80,7 @@ class SchedulingLoop {
   // The prices last written to market_rounds, per model: a round writes a pool's row only
   // when its figures changed or the last row is a minute old.
   std::map<std::string, store::RoundPrice> recorded_;
+  int64_t pruned_at_ms_ = 0;  // when old price rows were last deleted
 };
 
 }  // namespace surplus::control

@@ -58,4 +58,13 @@ absl::StatusOr<std::map<std::string, RoundPrice>> PgMarketStore::LatestPrices() 
   return out;
 }
 
+absl::StatusOr<int64_t> PgMarketStore::PruneRounds(int64_t before_ms) {
+  int64_t deleted = 0;
+  absl::Status st = pool_.Transact([&](pqxx::work& tx) {
+    deleted = static_cast<int64_t>(tx.exec_params("DELETE FROM market_rounds WHERE at_ms < $1", before_ms).affected_rows());
+  });
+  if (!st.ok()) return st;
+  return deleted;
+}
+
 }  // namespace surplus::store

@@ -31,6 +31,8 @@ class PgMarketStore {
   absl::Status RecordRound(const std::vector<RoundPrice>& prices);
   /// The latest round's prices, per model.
   absl::StatusOr<std::map<std::string, RoundPrice>> LatestPrices();
+  /// Deletes price rows older than `before_ms`; returns how many.
+  absl::StatusOr<int64_t> PruneRounds(int64_t before_ms);
 
  private:
   PgPool& pool_;

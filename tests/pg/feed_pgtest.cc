@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/api/batchers.h"
 #include "src/store/job_store.h"
+#include "src/store/market_store.h"
 #include "src/store/migrations.h"
 #include "src/store/nudges.h"
 #include "src/store/scheduler_feed.h"
@@ -228,6 +229,24 @@ TEST_F(FeedTest, NudgesReachOtherReplicasInFullAndNotTheSender) {
   }
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(got, many);
+}
+
+TEST_F(FeedTest, OldMarketPriceRowsArePruned) {
+  store::PgMarketStore market(*pool_);
+  for (int64_t at : {1'000, 5'000, 9'000}) {
+    store::RoundPrice p;
+    p.gpu_model = "H100-80GB";
+    p.clearing = at;
+    p.at_ms = at;
+    ASSERT_TRUE(market.RecordRound({p}).ok());
+  }
+  auto pruned = market.PruneRounds(6'000);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 2);
+  auto latest = market.LatestPrices();
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(latest->at("H100-80GB").clearing, 9'000);
+  EXPECT_EQ(*market.PruneRounds(6'000), 0);
 }
 
 TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
