@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench.h"
+
 namespace surplus::bench {
 
 struct LoadResult {
@@ -90,10 +92,25 @@ inline LoadResult RunLoad(const std::string& name, int threads, double seconds, 
   return r;
 }
 
-inline std::string Fixed(double v, const char* f = "%.1f") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
+/// A phase's figures as a JSON object: `threads_key` (when given) first, then ok, failed,
+/// the rate under `rate_key`, and the latencies.
+inline Json LoadJson(const LoadResult& r, const std::string& rate_key, const char* threads_key = nullptr) {
+  Json j;
+  if (threads_key != nullptr) j.Int(threads_key, r.threads);
+  j.Int("ok", r.ok).Int("failed", r.failed).Num(rate_key, r.rate).Num("p50_ms", r.p50_ms).Num("p99_ms", r.p99_ms)
+      .Num("max_ms", r.max_ms);
+  return j;
+}
+
+/// A phase's table row: name, threads (when asked), ok, failed, rate, latencies.
+inline std::vector<std::string> LoadRow(const LoadResult& r, bool with_threads) {
+  std::vector<std::string> row = {r.name};
+  if (with_threads) row.push_back(std::to_string(r.threads));
+  for (const std::string& cell : {std::to_string(r.ok), std::to_string(r.failed), Fmt(r.rate, 1), Fmt(r.p50_ms),
+                                  Fmt(r.p99_ms), Fmt(r.max_ms)}) {
+    row.push_back(cell);
+  }
+  return row;
 }
 
 }  // namespace surplus::bench

@@ -122,12 +122,7 @@ int RunSubmitBench(int argc, char** argv) {
   if (json) {
     Json out;
     out.Str("benchmark", "submit").Int("clients", clients).Num("seconds_per_phase", seconds);
-    for (const auto& r : results) {
-      Json p;
-      p.Int("clients", r.threads).Int("ok", r.ok).Int("failed", r.failed).Num("submits_per_s", r.rate)
-          .Num("p50_ms", r.p50_ms).Num("p99_ms", r.p99_ms).Num("max_ms", r.max_ms);
-      out.Obj(r.name, p);
-    }
+    for (const auto& r : results) out.Obj(r.name, LoadJson(r, "submits_per_s", "clients"));
     out.Num("speedup_vs_baseline", results[0].rate > 0 ? results[1].rate / results[0].rate : 0);
     std::printf("%s\n", out.str().c_str());
     return 0;
@@ -135,10 +130,7 @@ int RunSubmitBench(int argc, char** argv) {
   std::printf("durable submits through %s, %.0f s per phase\n\n", endpoint.c_str(), seconds);
   std::vector<std::vector<std::string>> rows = {
       {"phase", "clients", "ok", "failed", "submits/s", "p50 ms", "p99 ms", "max ms"}};
-  for (const auto& r : results) {
-    rows.push_back({r.name, std::to_string(r.threads), std::to_string(r.ok), std::to_string(r.failed), Fixed(r.rate),
-                    Fixed(r.p50_ms, "%.2f"), Fixed(r.p99_ms, "%.2f"), Fixed(r.max_ms, "%.2f")});
-  }
+  for (const auto& r : results) rows.push_back(LoadRow(r, true));
   PrintTable(rows);
   std::printf("\nsaturated vs baseline: %.1fx (group commit shares one WAL flush across concurrent submits)\n",
               results[0].rate > 0 ? results[1].rate / results[0].rate : 0);

@@ -109,12 +109,7 @@ int RunTelemetryBench(int argc, char** argv) {
     Json out;
     out.Str("benchmark", "telemetry").Int("nodes", nodes).Int("gpus_per_node", gpus).Int("threads", threads)
         .Num("seconds_per_phase", seconds);
-    for (const auto& r : results) {
-      Json p;
-      p.Int("ok", r.ok).Int("failed", r.failed).Num("reports_per_s", r.rate).Num("p50_ms", r.p50_ms)
-          .Num("p99_ms", r.p99_ms).Num("max_ms", r.max_ms);
-      out.Obj(r.name, p);
-    }
+    for (const auto& r : results) out.Obj(r.name, LoadJson(r, "reports_per_s"));
     out.Num("group_commit_speedup", speedup);
     std::printf("%s\n", out.str().c_str());
     return 0;
@@ -123,10 +118,7 @@ int RunTelemetryBench(int argc, char** argv) {
               threads, seconds);
   std::vector<std::vector<std::string>> rows = {
       {"phase", "ok", "failed", "reports/s", "p50 ms", "p99 ms", "max ms"}};
-  for (const auto& r : results) {
-    rows.push_back({r.name, std::to_string(r.ok), std::to_string(r.failed), Fixed(r.rate), Fixed(r.p50_ms, "%.2f"),
-                    Fixed(r.p99_ms, "%.2f"), Fixed(r.max_ms, "%.2f")});
-  }
+  for (const auto& r : results) rows.push_back(LoadRow(r, false));
   PrintTable(rows);
   std::printf("\ngroup commit vs one transaction per report: %.1fx; every node once a second (%d reports/s): %s\n",
               speedup, nodes, results[2].rate >= 0.98 * nodes && results[2].failed == 0 ? "kept up" : "fell behind");
