@@ -11,11 +11,13 @@
 #include <string>
 
 #include "scheduler/scheduler.h"
+#include "tests/unit/scheduler_test_util.h"
 
 namespace {
 
 using namespace surplus;             // NOLINT
 using namespace surplus::scheduler;  // NOLINT
+using surplus::scheduler::testing::Fingerprint;
 
 // Reads the fuzz input as a stream of small numbers; zeros once it runs out.
 class Bytes {
@@ -104,23 +106,6 @@ Snapshot Build(Bytes& in) {
   return s;
 }
 
-std::string Fingerprint(const Decisions& d) {
-  std::string out;
-  for (const auto& a : d.assignments) {
-    out += "A" + a.job_id + ":" + std::to_string(a.price);
-    for (const auto& p : a.placements) {
-      out += "@" + p.node_id + "/" + p.slice_profile + "/" + std::to_string(p.slot_start);
-      for (int g : p.gpu_indices) out += "," + std::to_string(g);
-    }
-    out += "\n";
-  }
-  for (const auto& p : d.preemptions) out += "P" + p.job_id + ":" + p.reason + "\n";
-  for (const auto& p : d.prices) out += "C" + p.gpu_model + ":" + std::to_string(p.clearing_price) + "\n";
-  for (const auto& [id, r] : d.pending_reasons) out += "R" + id + ":" + r.text + ":" + r.outbid_model + "\n";
-  for (const auto& [id, price] : d.running_prices) out += "$" + id + ":" + std::to_string(price) + "\n";
-  for (const auto& r : d.reservations) out += "V" + r.job_id + ":" + std::to_string(r.start_ms) + "\n";
-  return out;
-}
 
 }  // namespace
 

@@ -103,4 +103,28 @@ inline std::string Reason(const Decisions& d, const std::string& job) {
   return it == d.pending_reasons.end() ? std::string() : it->second.text;
 }
 
+/// Every decision as text, in a fixed order: equal fingerprints mean equal decisions.
+inline std::string Fingerprint(const Decisions& d) {
+  std::string out;
+  for (const Assignment& a : d.assignments) {
+    out += "A " + a.job_id + " " + std::to_string(a.price);
+    for (const NodePlacement& p : a.placements) {
+      out += " " + p.node_id + ":" + p.slice_profile + "@" + std::to_string(p.slot_start);
+      for (int g : p.gpu_indices) out += "," + std::to_string(g);
+    }
+    out += "\n";
+  }
+  for (const Preemption& p : d.preemptions) {
+    out += "P " + p.job_id + " " + std::to_string(static_cast<int>(p.cause)) + " " + p.reason + "\n";
+  }
+  for (const PoolPrice& p : d.prices) {
+    out += "C " + p.gpu_model + " " + std::to_string(p.clearing_price) + " " +
+           std::to_string(p.capacity_units) + " " + std::to_string(p.used_units) + "\n";
+  }
+  for (const auto& [id, r] : d.pending_reasons) out += "R " + id + " " + r.text + " " + r.outbid_model + "\n";
+  for (const auto& [id, p] : d.running_prices) out += "$ " + id + " " + std::to_string(p) + "\n";
+  for (const Reservation& r : d.reservations) out += "V " + r.job_id + " " + std::to_string(r.start_ms) + "\n";
+  return out;
+}
+
 }  // namespace surplus::scheduler::testing
