@@ -81,6 +81,14 @@ class E2e : public ::testing::Test {
     return job;
   }
 
+  grpc::Status Cancel(const std::string& id) {
+    v1::CancelJobRequest req;
+    req.set_job_id(id);
+    v1::Job job;
+    auto c = Ctx(key_);
+    return stack_->Tenant()->CancelJob(c.get(), req, &job);
+  }
+
   // Waits until the job is in `state` (and, for RUNNING, has started on its node).
   bool WaitState(const std::string& id, v1::JobState state, int timeout_ms) {
     return WaitFor(
@@ -202,11 +210,7 @@ TEST_F(E2e, JobsRunToTheirEndStatesWithLogsAndInvoice) {
   EXPECT_EQ(Get(ok).state(), v1::JOB_STATE_PENDING);
   ASSERT_TRUE(WaitState(ok, v1::JOB_STATE_RUNNING, 15000)) << stack_->control_log();
   ASSERT_TRUE(WaitState(cancelled, v1::JOB_STATE_RUNNING, 15000));
-  v1::CancelJobRequest creq;
-  creq.set_job_id(cancelled);
-  v1::Job cj;
-  auto cc = Ctx(key_);
-  ASSERT_TRUE(stack_->Tenant()->CancelJob(cc.get(), creq, &cj).ok());
+  ASSERT_TRUE(Cancel(cancelled).ok());
 
   ASSERT_TRUE(WaitState(ok, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(ok).reason();
   v1::Job okj = Get(ok);
@@ -264,11 +268,7 @@ TEST_F(E2e, AWorkerOnAnotherReplicaGetsItsJobsAtOnce) {
   const std::string job = Submit(ExecSpec("far", {"sleep", "60"}, 1, "", 3'000'000));
   ASSERT_TRUE(WaitFor([&] { return Get(job).reason() == "running on node-f"; }, 10000)) << Get(job).reason();
   // A cancel taken by the leading replica reaches the worker the same way.
-  v1::CancelJobRequest creq;
-  creq.set_job_id(job);
-  v1::Job cj;
-  auto cc = Ctx(key_);
-  ASSERT_TRUE(stack_->Tenant()->CancelJob(cc.get(), creq, &cj).ok());
+  ASSERT_TRUE(Cancel(job).ok());
   ASSERT_TRUE(WaitState(job, v1::JOB_STATE_CANCELLED, 10000)) << Get(job).reason();
 }
 
