@@ -50,7 +50,6 @@ struct ApiContext {
   Authenticator* auth = nullptr;
   Executor* executor = nullptr;
   SubmitBatcher* batcher = nullptr;
-  /// Worker telemetry is written through it when set (else one transaction per report).
   TelemetryBatcher* telemetry = nullptr;
   WatchHub* watch = nullptr;
   WorkerHub* workers = nullptr;

@@ -127,9 +127,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
     absl::Status s;
     switch (msg.kind_case()) {
       case v1::WorkerMessage::kTelemetry: {
-        s = ctx_.telemetry != nullptr
-                ? ctx_.telemetry->AddAndWait(store::TelemetryReport{node_, msg.telemetry(), now})
-                : ctx_.nodes->RecordTelemetry(node_, msg.telemetry(), now);
+        s = ctx_.telemetry->AddAndWait(store::TelemetryReport{node_, msg.telemetry(), now});
         bool changed;
         {
           std::lock_guard<std::mutex> lock(state_mu_);
