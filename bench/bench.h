@@ -11,6 +11,7 @@
 namespace surplus::bench {
 
 int RunSchedBench(int argc, char** argv);
+int RunQuoteBench(int argc, char** argv);
 int RunPackBench(int argc, char** argv);
 int RunHarvestBench(int argc, char** argv);
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH

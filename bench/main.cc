@@ -14,6 +14,8 @@ void Usage() {
                "usage: surplus-bench <subcommand> [flags] [--json]\n"
                "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n"
                "          scheduler round time at fleet scale, full and incremental\n"
+               "  quote   --nodes N --jobs M [--quotes Q] [--fresh-quotes F] [--seed S]\n"
+               "          quote time on a busy fleet: dry round on a kept engine vs a fresh engine\n"
                "  pack    --nodes NODES.csv --pods PODS.csv\n"
                "          packing quality replaying a GPU trace (ours, first-fit, best-fit)\n"
                "  harvest --nodes NODES.csv --pods PODS.csv [--window-s S] [--notice-s S]\n"
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   if (cmd == "sched") return surplus::bench::RunSchedBench(argc - 1, argv + 1);
+  if (cmd == "quote") return surplus::bench::RunQuoteBench(argc - 1, argv + 1);
   if (cmd == "pack") return surplus::bench::RunPackBench(argc - 1, argv + 1);
   if (cmd == "harvest") return surplus::bench::RunHarvestBench(argc - 1, argv + 1);
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH

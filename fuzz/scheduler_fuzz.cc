@@ -2,14 +2,18 @@
 // inconsistent: unknown models and profiles, placements on missing nodes or GPUs, two
 // running jobs on the same slots, duplicate ids. Whatever the snapshot, a round must not
 // crash (the sanitizers watch memory and undefined behaviour), must give the same
-// decisions twice, and must not charge a spot job more than its bid.
+// decisions twice, and must not charge a spot job more than its bid. A quote's dry round,
+// with a candidate copied from the snapshot's jobs, must leave the engine deciding as if it
+// had not run.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 
+#include "scheduler/incremental.h"
 #include "scheduler/scheduler.h"
 #include "tests/unit/scheduler_test_util.h"
 
@@ -114,6 +118,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Snapshot s = Build(in);
   const Decisions d = Schedule(s);
   if (Fingerprint(d) != Fingerprint(Schedule(s))) std::abort();
+  {
+    std::optional<JobView> cand;
+    if (!s.jobs.empty() && in.Bit()) {
+      cand = s.jobs[static_cast<size_t>(in.Pick(static_cast<int>(s.jobs.size())))];
+      cand->id = "\x01" "candidate";
+    }
+    IncrementalScheduler quoted(s);
+    IncrementalScheduler plain(s);
+    quoted.DryRound(s.now_ms, cand);
+    RoundOptions full;
+    full.full_report = true;
+    if (Fingerprint(quoted.Round(s.now_ms, full)) != Fingerprint(d)) std::abort();
+    plain.Round(s.now_ms, full);
+    // And after a change (a job ends), between two rounds that report only changes.
+    if (!s.jobs.empty()) {
+      SnapshotDelta delta;
+      delta.remove_jobs.push_back(s.jobs[static_cast<size_t>(in.Pick(static_cast<int>(s.jobs.size())))].id);
+      quoted.ApplyDelta(delta);
+      plain.ApplyDelta(delta);
+    }
+    const int64_t later = s.now_ms + in.Int(1000);
+    quoted.DryRound(later, cand);
+    if (Fingerprint(quoted.Round(later)) != Fingerprint(plain.Round(later))) std::abort();
+  }
   // No spot job pays more than its bid (jobs whose id is unique: with duplicates, which
   // view counts is the store's business).
   std::map<std::string, int> count;

@@ -46,18 +46,25 @@ IncrementalScheduler::IncrementalScheduler(const Snapshot& snapshot, PackPolicy 
   nodes_.reserve(snapshot.nodes.size());
   node_ids_.reserve(snapshot.nodes.size());
   for (const NodeView& n : snapshot.nodes) UpsertNode(n);
-  jobs_.reserve(snapshot.jobs.size());
-  job_ids_.reserve(snapshot.jobs.size());
+  // Headroom: growing the job table moves every job, a pause of hundreds of milliseconds at
+  // 100,000 jobs that would otherwise fall on the first job added after a load.
+  const size_t room = snapshot.jobs.size() + snapshot.jobs.size() / 2 + 16;
+  jobs_.reserve(room);
+  job_ids_.reserve(room);
   bulk_ = true;
   for (const JobView& j : snapshot.jobs) UpsertJob(j);
   bulk_ = false;
-  std::sort(bulk_pending_.begin(), bulk_pending_.end());
-  for (const PendingKey& k : bulk_pending_) {
+  // Queue the jobs pending now, in one sorted pass. (Taken from the loaded jobs, not noted
+  // as they were loaded: a later row with the same id replaces an earlier one.)
+  std::vector<PendingKey> keys;
+  for (size_t idx = 0; idx < jobs_.size(); ++idx) {
+    if (jobs_[idx].live && !jobs_[idx].view.running) keys.push_back(QueueKey(static_cast<int>(idx)));
+  }
+  std::sort(keys.begin(), keys.end());
+  for (const PendingKey& k : keys) {
     pending_.insert(pending_.end(), k);
     tenants_[jobs_[k.job].tenant].pending.insert({jobs_[k.job].view.submit_seq, k.job});
   }
-  bulk_pending_.clear();
-  bulk_pending_.shrink_to_fit();
 }
 
 void IncrementalScheduler::ApplyDelta(const SnapshotDelta& delta) {
@@ -69,6 +76,12 @@ void IncrementalScheduler::ApplyDelta(const SnapshotDelta& delta) {
 }
 
 // --- Loading -------------------------------------------------------------------------------
+
+IncrementalScheduler::PendingKey IncrementalScheduler::QueueKey(int job) const {
+  const JobView& v = jobs_[job].view;
+  const int tier = v.tier == Tier::kOnDemand ? 0 : 1;
+  return PendingKey{tier, tier == 0 ? 0 : -v.bid, v.submit_seq, job};
+}
 
 int IncrementalScheduler::NodeId(const std::string& id) const {
   auto it = node_ids_.find(id);
@@ -369,6 +382,7 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
       break;
   }
   job_ids_[view.id] = idx;
+  max_submit_seq_ = std::max(max_submit_seq_, view.submit_seq);
   if (view.running) {
     Occupy(idx, ResolvePlacements(view));
     j.run_pool = j.slots.empty() ? PoolFor(view.gpu_model) : nodes_[gpus_[j.slots[0].gpu].node].pool;
@@ -383,13 +397,9 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
     ++running_count_;
     price_dirty_.push_back(idx);
   } else {
-    const int tier = view.tier == Tier::kOnDemand ? 0 : 1;
-    const PendingKey key{tier, tier == 0 ? 0 : -view.bid, view.submit_seq, idx};
     ++pending_by_model_[view.gpu_model];
-    if (bulk_) {
-      bulk_pending_.push_back(key);
-    } else {
-      pending_.insert(key);
+    if (!bulk_) {  // a bulk load queues the pending jobs when it ends
+      pending_.insert(QueueKey(idx));
       tenants_[j.tenant].pending.insert({view.submit_seq, idx});
     }
   }
@@ -418,8 +428,7 @@ void IncrementalScheduler::RemoveJob(const std::string& id) {
     tenants_[j.tenant].used_units -= j.units;
     --running_count_;
   } else {
-    const int tier = j.view.tier == Tier::kOnDemand ? 0 : 1;
-    pending_.erase(PendingKey{tier, tier == 0 ? 0 : -j.view.bid, j.view.submit_seq, idx});
+    pending_.erase(QueueKey(idx));
     if (--pending_by_model_[j.view.gpu_model] == 0) pending_by_model_.erase(j.view.gpu_model);
     tenants_[j.tenant].pending.erase({j.view.submit_seq, idx});
   }
@@ -990,6 +999,12 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
 void IncrementalScheduler::Preempt(int job, PreemptCause cause, std::string reason,
                                    int64_t now_ms, Decisions* out) {
   Job& j = jobs_[job];
+  if (undo_ != nullptr) {
+    Undo u;
+    u.job = job;
+    u.preempt_deadline_ms = j.view.preempt_deadline_ms;
+    undo_->push_back(std::move(u));
+  }
   RemoveRunningIndexes(job);
   j.view.preempting = true;
   j.view.preempt_deadline_ms = now_ms + market_.preempt_notice_ms;
@@ -1249,6 +1264,17 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
         }
         if (where != nullptr) {
           // Start it: from here on it is running on `slots`.
+          if (undo_ != nullptr) {
+            Undo u;
+            u.job = idx;
+            u.started = true;
+            u.view = j.view;
+            u.run_pool = j.run_pool;
+            u.run_profile = j.run_profile;
+            u.reported_reason = j.reported_reason;
+            u.started_round = j.started_round;
+            undo_->push_back(std::move(u));
+          }
           CountShape(j, -1);
           j.view.running = true;
           j.view.started_at_ms = now_ms;
@@ -1329,9 +1355,10 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
     }
     return j.run_pool >= 0 ? std::min(clearing[j.run_pool], j.view.bid) : j.view.bid;
   };
+  const bool dry = undo_ != nullptr;
   for (const auto& [a, idx] : started) {
     out.assignments[a].price = price_of(jobs_[idx]);
-    jobs_[idx].last_price = out.assignments[a].price;
+    if (!dry) jobs_[idx].last_price = out.assignments[a].price;
   }
   for (const auto& [p, idx] : outbid) {
     const Job& j = jobs_[idx];
@@ -1344,8 +1371,14 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   auto by_id = [](const auto& x, const auto& y) { return *x.first < *y.first; };
   for (auto& [idx, why] : reasons) {
     Job& j = jobs_[idx];
+    if (dry && idx != dry_candidate_) continue;  // a dry round reports only its candidate
     if (why.why == Why::kNoPlacement && j.view.tier == Tier::kSpot && j.view.bid < clearing[why.pool]) {
       why = {Why::kOutbid, why.pool, clearing[why.pool], j.view.bid};
+    }
+    if (dry) {
+      reason_out.push_back({&j.view.id, PendingReason{FormatReason(j, why, clearing),
+                                                      why.why == Why::kOutbid ? pools_[why.pool].model : ""}});
+      continue;
     }
     if (options.full_report || !j.reported_reason || !SameReport(j.last_reason, why)) {
       reason_out.push_back({&j.view.id, PendingReason{FormatReason(j, why, clearing),
@@ -1364,7 +1397,9 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
       j.last_price = price;
     }
   };
-  if (options.full_report || market_changed_ || last_clearing_.size() != clearing.size()) {
+  if (dry) {
+    // Nothing to report: what was last reported stays as it is.
+  } else if (options.full_report || market_changed_ || last_clearing_.size() != clearing.size()) {
     for (size_t idx = 0; idx < jobs_.size(); ++idx) report_price(static_cast<int>(idx));
   } else {
     // Only prices that can have moved: jobs loaded since the last round, and, as one
@@ -1376,9 +1411,11 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
       out.repriced_pools.push_back(PoolRepricing{pools_[p].model, clearing[p]});
     }
   }
-  price_dirty_.clear();
-  last_clearing_ = clearing;
-  market_changed_ = false;
+  if (!dry) {
+    price_dirty_.clear();
+    last_clearing_ = clearing;
+    market_changed_ = false;
+  }
   std::sort(reason_out.begin(), reason_out.end(), by_id);
   for (auto& [id, reason] : reason_out) {
     out.pending_reasons.emplace_hint(out.pending_reasons.end(), *id, std::move(reason));
@@ -1414,6 +1451,67 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
     for (int g : reservation->gpus) index_.SetReserved(g, false);
   }
   return out;
+}
+
+Decisions IncrementalScheduler::DryRound(int64_t now_ms, const std::optional<JobView>& candidate) {
+  assert(undo_ == nullptr);
+  std::vector<Undo> log;
+  const int64_t max_seq = max_submit_seq_;
+  const int64_t saved_now = now_ms_;
+  dry_candidate_ = -1;
+  if (candidate) {
+    assert(job_ids_.find(candidate->id) == job_ids_.end());
+    JobView view = *candidate;
+    view.running = false;
+    view.preempting = false;
+    view.placements.clear();
+    view.submit_seq = max_seq + 1;
+    UpsertJob(view);
+    dry_candidate_ = job_ids_.at(view.id);
+  }
+  undo_ = &log;
+  Decisions d = Round(now_ms);
+  undo_ = nullptr;
+  UndoDryRound(log);
+  if (candidate) RemoveJob(jobs_[dry_candidate_].view.id);
+  dry_candidate_ = -1;
+  max_submit_seq_ = max_seq;
+  now_ms_ = saved_now;
+  return d;
+}
+
+void IncrementalScheduler::UndoDryRound(const std::vector<Undo>& log) {
+  for (auto u = log.rbegin(); u != log.rend(); ++u) {
+    Job& j = jobs_[u->job];
+    if (!u->started) {  // the inverse of Preempt()
+      RemoveRunningIndexes(u->job);
+      j.view.preempting = false;
+      j.view.preempt_deadline_ms = u->preempt_deadline_ms;
+      AddRunningIndexes(u->job);
+      RefreshOccupantEnds(u->job);
+      continue;
+    }
+    // The inverse of starting it in Round().
+    Tenant& tenant = tenants_[j.tenant];
+    CountShape(j, -1);
+    tenant.used_units -= j.units;
+    --running_count_;
+    RemoveRunningIndexes(u->job);
+    Vacate(u->job);
+    j.view = u->view;
+    j.run_pool = u->run_pool;
+    j.run_profile = u->run_profile;
+    j.reported_reason = u->reported_reason;
+    j.started_round = u->started_round;
+    pending_.insert(QueueKey(u->job));
+    tenant.pending.insert({j.view.submit_seq, u->job});
+    CountShape(j, 1);
+  }
+}
+
+std::string IncrementalScheduler::NodeModel(const std::string& node_id) const {
+  const int n = NodeId(node_id);
+  return n < 0 ? std::string() : nodes_[n].view.gpu_model;
 }
 
 }  // namespace surplus::scheduler

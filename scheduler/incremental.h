@@ -51,6 +51,15 @@ class IncrementalScheduler {
   void ApplyDelta(const SnapshotDelta& delta);
   /// One scheduling and market round at `now_ms`; see Schedule() for the rules.
   Decisions Round(int64_t now_ms, const RoundOptions& options = {});
+  /// What Round(now_ms) would decide with `candidate` (if given) added to the queue as the
+  /// last job submitted, without keeping any of it: afterwards the engine is as it was, and
+  /// the next Round() decides as if this had not run. Reports the candidate's pending
+  /// reason, if it stays pending, and no running prices. The candidate's id must not be a
+  /// known job's.
+  Decisions DryRound(int64_t now_ms, const std::optional<JobView>& candidate = std::nullopt);
+
+  /// The GPU model of a known node ("" when unknown).
+  std::string NodeModel(const std::string& node_id) const;
 
   size_t pending_jobs() const { return pending_.size(); }
   /// Nodes a known job runs on (empty when pending or unknown).
@@ -197,6 +206,8 @@ class IncrementalScheduler {
   };
 
   // Loading.
+  /// A pending job's place in pending_.
+  PendingKey QueueKey(int job) const;
   int NodeId(const std::string& id) const;
   int PoolFor(const std::string& model_name);
   int TenantId(const std::string& name);
@@ -242,8 +253,25 @@ class IncrementalScheduler {
   std::tuple<int, int, int, int> ShapeKey(const Job& job, const Eligible& e) const;
   Micros EffectiveBid(const Job& job, int pool) const;
 
+  /// What a dry round changed, to put back in reverse order: a job it started (`view` as it
+  /// was while pending) or a job it gave notice to.
+  struct Undo {
+    int job = -1;
+    bool started = false;
+    JobView view;
+    int run_pool = -1;
+    int run_profile = -1;
+    bool reported_reason = false;
+    int64_t started_round = -1;
+    int64_t preempt_deadline_ms = 0;
+  };
+  void UndoDryRound(const std::vector<Undo>& log);
+
   CapacityIndex index_;
   MarketConfig market_;
+  std::vector<Undo>* undo_ = nullptr;  // set while a dry round runs
+  int dry_candidate_ = -1;             // the dry round's candidate job, if any
+  int64_t max_submit_seq_ = 0;         // highest submit_seq loaded
   int64_t round_ = 0;
   int64_t structure_version_ = 0;
 
@@ -267,9 +295,8 @@ class IncrementalScheduler {
   bool market_changed_ = true;
   std::vector<Micros> last_clearing_;
   std::vector<int> price_dirty_;  // running jobs loaded by deltas since the last round
-  // Loading a whole snapshot: queue keys, then build the ordered sets in one sorted pass.
+  // Loading a whole snapshot: the queue is built in one sorted pass at the end.
   bool bulk_ = false;
-  std::vector<PendingKey> bulk_pending_;
   int64_t now_ms_ = 0;
   std::map<std::string, int> pool_ids_;
   std::map<std::string, int> fabric_ids_;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "scheduler/incremental.h"
 #include "scheduler/scheduler.h"
 
 namespace surplus::scheduler {
@@ -24,14 +25,18 @@ struct Quote {
   int would_preempt = 0;
 };
 
-/// Outbid preemptions a round on `snapshot` makes with no candidate: QuoteJob reports only
-/// those the candidate adds. Callers quoting many jobs on one snapshot compute it once.
-int BaselineOutbid(const Snapshot& snapshot);
+/// Outbid preemptions the next round at `now_ms` makes with no candidate: QuoteJob reports
+/// only those the candidate adds. Callers quoting many jobs on one state compute it once.
+/// Leaves the engine as it was (a dry round).
+int BaselineOutbid(IncrementalScheduler& engine, int64_t now_ms);
 
-/// Runs one round on `snapshot` with `candidate` added as a pending job (submitted last)
-/// and reports its outcome. Pure; the snapshot is not changed. An empty candidate id is
-/// replaced by a private placeholder. `baseline_outbid`: BaselineOutbid(snapshot), computed
-/// here when not given.
-Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate, std::optional<int> baseline_outbid = {});
+/// What the next round at `now_ms` would do with `candidate` submitted now (after every
+/// known job), as a dry round: the engine is left as it was. The candidate's id is not
+/// used. `baseline_outbid`: BaselineOutbid(engine, now_ms), computed here when not given.
+Quote QuoteJob(IncrementalScheduler& engine, int64_t now_ms, const JobView& candidate,
+               std::optional<int> baseline_outbid = {});
+
+/// The same, on a snapshot (an engine built from it for the purpose).
+Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate);
 
 }  // namespace surplus::scheduler

@@ -63,11 +63,4 @@ grpc::ServerUnaryReactor* Defer(grpc::CallbackServerContext* ctx, Executor& exec
   return reactor;
 }
 
-/// A full scheduler snapshot from the database (nodes, active jobs, market settings), with
-/// the owner's use of each GPU judged by a HarvestTracker as of now_ms.
-absl::StatusOr<scheduler::Snapshot> LoadSnapshot(const ApiContext& ctx, int64_t now_ms);
-
-/// `base` (configured market settings) with the reserve prices and quotas of `read`.
-scheduler::MarketConfig MarketFromStore(const scheduler::MarketConfig& base, const store::FeedRead& read);
-
 }  // namespace surplus::api

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "src/api/context.h"
+#include "src/api/fleet_mirror.h"
 #include "surplus/v1/finance.grpc.pb.h"
 #include "surplus/v1/operator.grpc.pb.h"
 #include "surplus/v1/tenant.grpc.pb.h"
@@ -39,16 +40,13 @@ class TenantServiceImpl final : public surplus::v1::TenantService::CallbackServi
                                       surplus::v1::GetJobLogResponse* resp) override;
 
  private:
-  // Quotes share one snapshot for up to a second and run one at a time: each is a full
-  // scheduling round, and a burst of quotes must not starve the control plane.
-  struct QuoteBase {
-    scheduler::Snapshot snapshot;
-    int baseline_outbid = 0;
-    int64_t loaded_ms = 0;
-  };
   ApiContext& ctx_;
+  // Quotes run one at a time on this replica's own FleetMirror, brought up to date from the
+  // change feed when it is older than a quote may be: each quote is a dry round on it.
   std::timed_mutex quote_mu_;
-  std::optional<QuoteBase> quote_base_;  // guarded by quote_mu_
+  std::unique_ptr<FleetMirror> quote_mirror_;  // guarded by quote_mu_, as are the two below
+  int64_t quote_synced_ms_ = 0;                // when it was last brought up to date
+  int quote_baseline_outbid_ = 0;              // BaselineOutbid() then
 };
 
 class OperatorServiceImpl final : public surplus::v1::OperatorService::CallbackService {

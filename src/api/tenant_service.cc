@@ -13,7 +13,7 @@ namespace v1 = surplus::v1;
 namespace {
 constexpr std::initializer_list<v1::Role> kJobRoles = {v1::ROLE_TENANT, v1::ROLE_OPERATOR};
 // How stale the fleet a quote is computed on may be.
-constexpr int64_t kQuoteSnapshotMaxAgeMs = 1000;
+constexpr int64_t kQuoteMaxAgeMs = 250;
 
 // Tenants see only their own jobs; operators see all.
 std::string TenantScope(const store::Principal& p) {
@@ -218,16 +218,21 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (req->bid_micros_per_gpu_hour() < 0 || req->bid_micros_per_gpu_hour() > ctx_.config.limits.max_bid) {
       return absl::InvalidArgumentError("bid_micros_per_gpu_hour: out of range");
     }
+    if (req->max_runtime_seconds() < 0 || req->max_runtime_seconds() > ctx_.config.limits.max_runtime_seconds) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_runtime_seconds: must be 0 (no limit) to ", ctx_.config.limits.max_runtime_seconds));
+    }
     std::unique_lock<std::timed_mutex> lock(quote_mu_, std::defer_lock);
     if (!lock.try_lock_for(std::chrono::seconds(2))) {
       return absl::ResourceExhaustedError("too many quotes at once; retry in a moment");
     }
     const int64_t now = NowMs();
-    if (!quote_base_ || now - quote_base_->loaded_ms > kQuoteSnapshotMaxAgeMs) {
-      auto snap = LoadSnapshot(ctx_, now);
-      if (!snap.ok()) return snap.status();
-      const int baseline = scheduler::BaselineOutbid(*snap);
-      quote_base_ = QuoteBase{std::move(*snap), baseline, now};
+    if (!quote_mirror_) quote_mirror_ = std::make_unique<FleetMirror>(ctx_);
+    if (!quote_mirror_->loaded() || now - quote_synced_ms_ > kQuoteMaxAgeMs) {
+      auto refreshed = quote_mirror_->Refresh(now);
+      if (!refreshed.ok()) return refreshed.status();
+      quote_synced_ms_ = now;
+      quote_baseline_outbid_ = scheduler::BaselineOutbid(quote_mirror_->engine(), now);
     }
     scheduler::JobView cand;
     cand.tenant_id = p->tenant_id;
@@ -238,7 +243,9 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     else if (sh.has_gang()) cand.shape = JobShape::Gang(sh.gang().nodes(), sh.gang().gpus_per_node());
     else cand.shape = JobShape::Slice(sh.slice_profile());
     cand.gpu_model = req->gpu_model();
-    const scheduler::Quote q = scheduler::QuoteJob(quote_base_->snapshot, cand, quote_base_->baseline_outbid);
+    cand.max_runtime_ms = req->max_runtime_seconds() * 1000;
+    const scheduler::Quote q =
+        scheduler::QuoteJob(quote_mirror_->engine(), quote_synced_ms_, cand, quote_baseline_outbid_);
     resp->set_would_start_now(q.would_start_now);
     resp->set_reason(q.would_start_now ? "" : q.reason.empty() ? "would not start now" : q.reason);
     resp->set_price_micros_per_gpu_hour(q.would_start_now ? q.price : 0);

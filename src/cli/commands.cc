@@ -203,6 +203,7 @@ struct CliState {
   std::string quote_tier = "spot";
   std::string quote_bid;
   std::string quote_model;
+  std::string quote_max_runtime;
   std::vector<std::string> job_states;
   std::string tenant;  // --tenant of jobs, usage, invoice, invoices, key issue
   int limit = 100;
@@ -299,6 +300,11 @@ absl::Status RunQuote(CliState& st) {
     req.set_bid_micros_per_gpu_hour(*bid);
   }
   req.set_gpu_model(CanonicalModel(st.quote_model));
+  if (!st.quote_max_runtime.empty()) {
+    auto ms = ParseDurationMs(st.quote_max_runtime);
+    if (!ms.ok()) return AsUsageError(FlagError("--max-runtime", ms.status()));
+    req.set_max_runtime_seconds((*ms + 999) / 1000);
+  }
   auto resp = st.client->GetQuote(req);
   if (!resp.ok()) return resp.status();
   Print(st, *resp,
@@ -742,6 +748,7 @@ std::vector<Command> BuildApp(CLI::App& app, CliState& st) {
   quote->add_option("--tier", st.quote_tier, "spot or on-demand")->capture_default_str();
   quote->add_option("--bid", st.quote_bid, "spot bid, dollars per GPU-hour");
   quote->add_option("--model", st.quote_model, "GPU model (default: any)");
+  quote->add_option("--max-runtime", st.quote_max_runtime, "the job's run time limit, e.g. 30m (default: none)");
 
   // Operators.
   CLI::App* nodes = AddCommand(app, commands, "nodes", "list nodes", RunNodes);

@@ -17,20 +17,13 @@ constexpr int64_t kPriceRowEveryMs = 60'000;
 // How often the leader deletes price rows past the history it keeps.
 constexpr int64_t kPruneEveryMs = 3'600'000;
 
-bool SameMarket(const scheduler::MarketConfig& a, const scheduler::MarketConfig& b) {
-  return a.reserve_price == b.reserve_price && a.list_price == b.list_price && a.quotas == b.quotas &&
-         a.min_preempt_gap == b.min_preempt_gap &&
-         a.min_runtime_before_preempt_ms == b.min_runtime_before_preempt_ms &&
-         a.preempt_notice_ms == b.preempt_notice_ms;
-}
 }  // namespace
 
 SchedulingLoop::SchedulingLoop(api::ApiContext& ctx, std::string database_url, std::chrono::milliseconds interval)
     : ctx_(ctx),
       url_(std::move(database_url)),
       interval_(interval),
-      feed_(*ctx.pool),
-      harvest_(scheduler::HarvestConfig{ctx.config.harvest.owner_idle_window_ms}) {}
+      mirror_(ctx) {}
 
 SchedulingLoop::~SchedulingLoop() { Stop(); }
 
@@ -74,7 +67,7 @@ void SchedulingLoop::Loop() {
     if (leader) {
       absl::Status s = RunRound();
       if (!s.ok()) spdlog::warn("scheduling round failed: {}", s.ToString());
-    } else if (engine_) {
+    } else if (mirror_.loaded()) {
       DropState();  // another replica leads now; our copy would go stale
     }
     const auto now = std::chrono::steady_clock::now();
@@ -88,77 +81,9 @@ void SchedulingLoop::Loop() {
   }
 }
 
-void SchedulingLoop::ClearState() {
-  engine_.reset();
-  nodes_.clear();
-  recorded_.clear();
-  offerable_at_.clear();
-  harvest_ = scheduler::HarvestTracker(harvest_.config());
-}
-
 void SchedulingLoop::DropState() {
-  ClearState();
-  feed_.Reset();
-}
-
-scheduler::NodeView SchedulingLoop::NodeNow(const store::StoredNode& node, int64_t now_ms) {
-  scheduler::NodeView view = node.view;
-  harvest_.SyncNode(node.owner, now_ms, &view);
-  for (const auto& g : view.gpus) {
-    if (g.owner_busy || g.offerable) continue;
-    const auto st = harvest_.State(scheduler::GpuRef{view.id, g.index}, now_ms);
-    offerable_at_.emplace(st.idle_since_ms + harvest_.config().idle_window_ms, view.id);
-  }
-  return view;
-}
-
-void SchedulingLoop::Absorb(store::FeedRead read, int64_t now_ms) {
-  scheduler::MarketConfig market = api::MarketFromStore(ctx_.config.market, read);
-  if (read.full || !engine_) {
-    ClearState();  // the feed continues from this read
-    scheduler::Snapshot snap;
-    snap.now_ms = now_ms;
-    snap.market = market;
-    for (auto& n : read.nodes) {
-      snap.nodes.push_back(NodeNow(n, now_ms));
-      const std::string id = n.view.id;
-      nodes_[id] = std::move(n);
-    }
-    snap.jobs = std::move(read.jobs);
-    engine_ = std::make_unique<scheduler::IncrementalScheduler>(snap);
-    market_ = std::move(market);
-    full_report_ = true;
-    stats_.full_reads++;
-    return;
-  }
-  scheduler::SnapshotDelta delta;
-  if (!SameMarket(market, market_)) {
-    delta.market = market;
-    market_ = std::move(market);
-  }
-  std::set<std::string> upserted;
-  for (const auto& id : read.gone_nodes) {
-    if (nodes_.erase(id) == 0) continue;
-    harvest_.ForgetNode(id);
-    delta.remove_nodes.push_back(id);
-  }
-  for (auto& n : read.nodes) {
-    const std::string id = n.view.id;
-    delta.upsert_nodes.push_back(NodeNow(n, now_ms));
-    nodes_[id] = std::move(n);
-    upserted.insert(id);
-  }
-  // Idle GPUs whose harvest window ended since the previous round are offered now.
-  while (!offerable_at_.empty() && offerable_at_.begin()->first <= now_ms) {
-    const std::string id = offerable_at_.begin()->second;
-    offerable_at_.erase(offerable_at_.begin());
-    auto it = nodes_.find(id);
-    if (it == nodes_.end() || !upserted.insert(id).second) continue;
-    delta.upsert_nodes.push_back(NodeNow(it->second, now_ms));
-  }
-  delta.upsert_jobs = std::move(read.jobs);
-  delta.remove_jobs = std::move(read.ended_jobs);
-  engine_->ApplyDelta(delta);
+  mirror_.Reset();
+  recorded_.clear();
 }
 
 absl::Status SchedulingLoop::RunRound() {
@@ -168,48 +93,47 @@ absl::Status SchedulingLoop::RunRound() {
   if (!lost.ok()) return lost.status();
   for (const auto& n : *lost) spdlog::warn("node {} lost: no report for {} ms", n, ctx_.config.harvest.lost_after_ms);
 
-  auto read = engine_ ? feed_.ReadChanges() : feed_.ReadAll();
-  if (!read.ok()) {
+  auto refreshed = mirror_.Refresh(now);
+  if (!refreshed.ok()) {
     DropState();
-    return read.status();
+    return refreshed.status();
   }
-  stats_.last_changed_rows = static_cast<int64_t>(read->nodes.size() + read->gone_nodes.size() +
-                                                  read->jobs.size() + read->ended_jobs.size());
+  stats_.last_changed_rows = refreshed->rows;
+  if (refreshed->full) {
+    full_report_ = true;
+    recorded_.clear();
+    stats_.full_reads++;
+  }
   const auto t_read = std::chrono::steady_clock::now();
-  Absorb(std::move(*read), now);
-  for (const auto& gpu : harvest_.TakeReclaimed()) {
+  scheduler::IncrementalScheduler& engine = mirror_.engine();
+  for (const auto& gpu : mirror_.TakeReclaimed()) {
     spdlog::debug("owner busy on {} GPU {}: its tenant jobs get a notice", gpu.node_id, gpu.gpu_index);
   }
   scheduler::RoundOptions options;
   options.full_report = full_report_;
-  scheduler::Decisions d = engine_->Round(now, options);
+  scheduler::Decisions d = engine.Round(now, options);
   const auto t_schedule = std::chrono::steady_clock::now();
 
   std::map<std::string, std::string> job_models;
   std::set<std::string> touched;
   for (const auto& a : d.assignments) {
-    if (!a.placements.empty()) {
-      auto it = nodes_.find(a.placements[0].node_id);
-      if (it != nodes_.end()) job_models[a.job_id] = it->second.view.gpu_model;
+    if (a.placements.empty()) continue;
+    if (std::string model = engine.NodeModel(a.placements[0].node_id); !model.empty()) {
+      job_models[a.job_id] = std::move(model);
     }
     for (const auto& p : a.placements) touched.insert(p.node_id);
   }
   for (const auto& p : d.preemptions) {
-    for (auto& n : engine_->JobNodes(p.job_id)) touched.insert(std::move(n));
+    for (auto& n : engine.JobNodes(p.job_id)) touched.insert(std::move(n));
   }
-  // The engine now assumes its decisions hold; if they cannot be persisted, start over.
-  if (absl::Status s = ctx_.jobs->ApplyDecisions(d, job_models, now, ctx_.config.preemption_notice_ms); !s.ok()) {
-    DropState();
-    return s;
-  }
-  full_report_ = false;
+  // Each pool's market_rounds row, when its figures changed or the last one is a minute old.
   std::vector<store::RoundPrice> prices;
   for (const auto& p : d.prices) {
     store::RoundPrice rp;
     rp.gpu_model = p.gpu_model;
     rp.clearing = p.clearing_price;
-    auto r = market_.reserve_price.find(p.gpu_model);
-    rp.reserve = r == market_.reserve_price.end() ? 0 : r->second;
+    auto r = mirror_.market().reserve_price.find(p.gpu_model);
+    rp.reserve = r == mirror_.market().reserve_price.end() ? 0 : r->second;
     rp.capacity_units = p.capacity_units;
     rp.used_units = p.used_units;
     rp.pending_jobs = static_cast<int>(p.pending_jobs);
@@ -223,9 +147,14 @@ absl::Status SchedulingLoop::RunRound() {
     }
     prices.push_back(rp);
   }
-  if (!prices.empty()) {
-    if (absl::Status s = ctx_.market->RecordRound(prices); !s.ok()) return s;
+  // The engine now assumes its decisions hold; if they cannot be persisted, start over.
+  if (absl::Status s =
+          ctx_.jobs->ApplyDecisions(d, job_models, now, ctx_.config.preemption_notice_ms, prices);
+      !s.ok()) {
+    DropState();
+    return s;
   }
+  full_report_ = false;
   for (const auto& rp : prices) recorded_[rp.gpu_model] = rp;
   if (ctx_.config.price_history_ms > 0 && now - pruned_at_ms_ >= kPruneEveryMs) {
     pruned_at_ms_ = now;
@@ -239,7 +168,7 @@ absl::Status SchedulingLoop::RunRound() {
   ctx_.workers->Nudge(std::vector<std::string>(touched.begin(), touched.end()));
   if (!d.assignments.empty() || !d.preemptions.empty()) {
     spdlog::info("round: {} started, {} preempted, {} pending", d.assignments.size(), d.preemptions.size(),
-                 engine_->pending_jobs());
+                 engine.pending_jobs());
   }
   const auto t_end = std::chrono::steady_clock::now();
   auto ms = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count(); };

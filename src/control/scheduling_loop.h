@@ -1,8 +1,7 @@
 #pragma once
-// The leader's loop. The leader keeps an IncrementalScheduler (free capacity indexed by
-// shape, the queue in admission order) and a HarvestTracker between rounds: on taking over
-// it reads everything once, then each round reads only the rows that changed since its
-// previous read (PgSchedulerFeed), feeds them to the engine as a delta, runs a round,
+// The leader's loop. The leader keeps a FleetMirror (an IncrementalScheduler kept up to
+// date from the change feed) between rounds: on taking over it reads everything once, then
+// each round reads only the rows that changed since its previous read, runs a round,
 // persists the decisions in one transaction and nudges the workers concerned. Any failure
 // to read or persist drops the kept state; the next round starts from a full read.
 // Leadership is a PostgreSQL session advisory lock held on a dedicated connection: if that
@@ -18,10 +17,8 @@
 
 #include <pqxx/pqxx>
 
-#include "scheduler/harvest.h"
-#include "scheduler/incremental.h"
 #include "src/api/context.h"
-#include "src/store/scheduler_feed.h"
+#include "src/api/fleet_mirror.h"
 
 namespace surplus::control {
 
@@ -52,13 +49,7 @@ class SchedulingLoop {
  private:
   void Loop();
   bool EnsureLeader();
-  /// Turns a feed read into the engine's delta (or a new engine, for a full read).
-  void Absorb(store::FeedRead read, int64_t now_ms);
-  /// A stored node as the engine should see it at now_ms (owner state judged by harvest_);
-  /// remembers when its idle GPUs become offerable.
-  scheduler::NodeView NodeNow(const store::StoredNode& node, int64_t now_ms);
-  /// Forgets the kept state; DropState() also makes the next read a full one.
-  void ClearState();
+  /// Forgets the kept state; the next round starts from a full read.
   void DropState();
 
   api::ApiContext& ctx_;
@@ -70,12 +61,7 @@ class SchedulingLoop {
   LoopStats stats_;
 
   // Kept between rounds while this replica leads (touched only by the loop's thread).
-  store::PgSchedulerFeed feed_;
-  std::unique_ptr<scheduler::IncrementalScheduler> engine_;
-  scheduler::HarvestTracker harvest_;
-  std::map<std::string, store::StoredNode> nodes_;
-  std::set<std::pair<int64_t, std::string>> offerable_at_;  // (when, node)
-  scheduler::MarketConfig market_;
+  api::FleetMirror mirror_;
   bool full_report_ = true;
   // The prices last written to market_rounds, per model: a round writes a pool's row only
   // when its figures changed or the last row is a minute old.

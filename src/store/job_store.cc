@@ -29,7 +29,8 @@ namespace {
 // What ShownReason needs to render an outbid job's reason with its pool's current price.
 #define SURPLUS_OUTBID_SQL                                                                 \
   " j.outbid_model, j.bid_micros,"                                                        \
-  " (SELECT c.clearing_micros FROM clearing_prices c WHERE c.gpu_model = j.outbid_model)"
+  " (SELECT m.clearing_micros FROM market_rounds m WHERE m.gpu_model = j.outbid_model"       \
+  "   ORDER BY m.at_ms DESC, m.id DESC LIMIT 1)"
 
 // Column list every job read uses; FillJob reads them by position.
 constexpr char kJobColumns[] =
@@ -552,13 +553,6 @@ constexpr char kReasonBulk[] =
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, reason, model)"
     " WHERE j.id = v.id AND j.state = 'PENDING' AND (j.reason, j.outbid_model) IS DISTINCT FROM (v.reason, v.model)";
 
-// Each pool's clearing price, rewritten only when it moved.
-constexpr char kClearingBulk[] =
-    "INSERT INTO clearing_prices (gpu_model, clearing_micros, since_ms)"
-    " SELECT v.model, v.price, $3 FROM unnest($1::text[], $2::bigint[]) AS v(model, price)"
-    " ON CONFLICT (gpu_model) DO UPDATE SET clearing_micros = EXCLUDED.clearing_micros, since_ms = EXCLUDED.since_ms"
-    " WHERE clearing_prices.clearing_micros <> EXCLUDED.clearing_micros";
-
 template <typename T>
 std::vector<std::string> AsText(const std::vector<T>& v) {
   std::vector<std::string> out;
@@ -571,7 +565,8 @@ std::vector<std::string> AsText(const std::vector<T>& v) {
 
 absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
                                         const std::map<std::string, std::string>& job_models,
-                                        int64_t now_ms, int64_t notice_ms) {
+                                        int64_t now_ms, int64_t notice_ms,
+                                        const std::vector<RoundPrice>& price_rows) {
   // Arrays built once, outside the (retryable) transaction.
   std::vector<std::string> a_ids, a_models, a_reasons, p_jobs, p_nodes, p_gpus, p_profiles;
   std::vector<int64_t> a_prices;
@@ -603,12 +598,7 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
     x_reasons.push_back(p.reason);
     x_deadlines.push_back(now_ms + notice);
   }
-  std::vector<std::string> r_ids, r_prices, q_ids, q_reasons, q_models, c_models;
-  std::vector<int64_t> c_prices;
-  for (const auto& p : d.prices) {
-    c_models.push_back(p.gpu_model);
-    c_prices.push_back(p.clearing_price);
-  }
+  std::vector<std::string> r_ids, r_prices, q_ids, q_reasons, q_models;
   for (const auto& [job_id, price] : d.running_prices) {
     r_ids.push_back(job_id);
     r_prices.push_back(absl::StrCat(price));
@@ -631,7 +621,7 @@ absl::Status PgJobStore::ApplyDecisions(const scheduler::Decisions& d,
     if (!r_ids.empty()) tx.exec_params(kPriceBulk, PgArray(r_ids), PgArray(r_prices), now_ms);
     for (const auto& rp : d.repriced_pools) tx.exec_params(kRepricePool, rp.gpu_model, rp.clearing_price, now_ms);
     if (!q_ids.empty()) tx.exec_params(kReasonBulk, PgArray(q_ids), PgArray(q_reasons), PgArray(q_models));
-    if (!c_models.empty()) tx.exec_params(kClearingBulk, PgArray(c_models), PgArray(AsText(c_prices)), now_ms);
+    InsertRoundPrices(tx, price_rows);
   });
 }
 

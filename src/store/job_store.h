@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "scheduler/scheduler.h"
+#include "src/store/market_store.h"
 #include "src/store/pg_pool.h"
 #include "surplus/v1/common.pb.h"
 #include "surplus/v1/worker.pb.h"
@@ -90,10 +91,11 @@ class PgJobStore {
                                                            std::vector<std::string>* ended);
   /// Running jobs with a placement on `node`, with their GPU indices there.
   absl::StatusOr<std::vector<std::pair<std::string, std::vector<int>>>> RunningOnNode(const std::string& node);
-  /// Persists one round's decisions in one transaction.
+  /// Persists one round's decisions in one transaction, with the round's market_rounds
+  /// rows (`price_rows`): outbid reasons quote the latest row of their pool when read.
   absl::Status ApplyDecisions(const scheduler::Decisions& d,
                               const std::map<std::string, std::string>& job_models, int64_t now_ms,
-                              int64_t notice_ms);
+                              int64_t notice_ms, const std::vector<RoundPrice>& price_rows = {});
   /// Requests a stop of running jobs on these GPUs (owner reclaim etc.).
   /// Jobs of nodes lost: LOST, or PENDING again when they asked to be requeued.
   absl::StatusOr<std::vector<std::string>> MarkLostNodes(int64_t lost_after_ms, int64_t now_ms);

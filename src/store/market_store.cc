@@ -24,15 +24,17 @@ absl::StatusOr<std::map<std::string, Micros>> PgMarketStore::ReservePrices() {
   return out;
 }
 
+void InsertRoundPrices(pqxx::work& tx, const std::vector<RoundPrice>& prices) {
+  for (const auto& p : prices) {
+    tx.exec_params(
+        "INSERT INTO market_rounds (at_ms, gpu_model, clearing_micros, reserve_micros,"
+        " capacity_units, used_units, pending_jobs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        p.at_ms, p.gpu_model, p.clearing, p.reserve, p.capacity_units, p.used_units, p.pending_jobs);
+  }
+}
+
 absl::Status PgMarketStore::RecordRound(const std::vector<RoundPrice>& prices) {
-  return pool_.Transact([&](pqxx::work& tx) {
-    for (const auto& p : prices) {
-      tx.exec_params(
-          "INSERT INTO market_rounds (at_ms, gpu_model, clearing_micros, reserve_micros,"
-          " capacity_units, used_units, pending_jobs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-          p.at_ms, p.gpu_model, p.clearing, p.reserve, p.capacity_units, p.used_units, p.pending_jobs);
-    }
-  });
+  return pool_.Transact([&](pqxx::work& tx) { InsertRoundPrices(tx, prices); });
 }
 
 absl::StatusOr<std::map<std::string, RoundPrice>> PgMarketStore::LatestPrices() {

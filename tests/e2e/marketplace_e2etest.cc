@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -314,6 +315,15 @@ TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
   // The high bid paid the clearing price, never more than its bid.
   const v1::Job h = Get(high);
   EXPECT_LE(h.price_micros_per_gpu_hour(), 9'000'000);
+  // Quotes follow the fleet: with the GPU free again, a bid at the reserve starts at once.
+  v1::GetQuoteResponse free_quote;
+  const auto quoted_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  do {
+    free_quote = quote(kReserve);
+  } while (!free_quote.would_start_now() && std::chrono::steady_clock::now() < quoted_until);
+  EXPECT_TRUE(free_quote.would_start_now()) << free_quote.reason();
+  EXPECT_EQ(free_quote.price_micros_per_gpu_hour(), kReserve);
+  EXPECT_EQ(free_quote.would_preempt_jobs(), 0);
   ASSERT_TRUE(WaitFinalUsage(high, 20000));
   ASSERT_TRUE(WaitFinalUsage(low, 20000));
   ExpectInvoiceMatchesRawTables();

@@ -264,6 +264,27 @@ TEST_F(ApiTest, BadFieldsAreInvalidArgumentNamingTheField) {
   s = stack_->Finance()->GetInvoice(op2.get(), gi, &inv);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("period"), std::string::npos);
+  // Quotes take the fields of a job that shape its schedule, and check them the same way.
+  const std::vector<std::pair<std::string, std::function<void(v1::GetQuoteRequest*)>>> quote_cases = {
+      {"max_runtime_seconds", [](v1::GetQuoteRequest* q) { q->set_max_runtime_seconds(-1); }},
+      {"max_runtime_seconds", [](v1::GetQuoteRequest* q) { q->set_max_runtime_seconds(int64_t{1} << 40); }},
+      {"bid_micros_per_gpu_hour", [](v1::GetQuoteRequest* q) { q->set_bid_micros_per_gpu_hour(-1); }},
+      {"slice_profile", [](v1::GetQuoteRequest* q) { q->mutable_shape()->set_slice_profile("5g.50gb"); }},
+      {"tier", [](v1::GetQuoteRequest* q) { q->set_tier(v1::TIER_UNSPECIFIED); }},
+  };
+  for (const auto& [field, mutate] : quote_cases) {
+    v1::GetQuoteRequest q;
+    q.mutable_shape()->set_slice_profile("1g.10gb");
+    q.set_tier(v1::TIER_SPOT);
+    q.set_bid_micros_per_gpu_hour(2'000'000);
+    q.set_max_runtime_seconds(600);
+    mutate(&q);
+    v1::GetQuoteResponse resp;
+    auto tc = Ctx(key);
+    s = stack_->Tenant()->GetQuote(tc.get(), q, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find(field), std::string::npos) << field << ": " << s.error_message();
+  }
 }
 
 TEST_F(ApiTest, RegisterRejectsNodeNamesThatCannotTravelInLists) {

@@ -322,10 +322,20 @@ TEST_F(FeedTest, OutbidReasonsQuoteTheClearingPriceWhenRead) {
   Exec(InsertJob("waiting"));
   store::PgJobStore jobs(*pool_);
   scheduler::Decisions d;
-  d.prices.push_back({"H100-80GB", 1'500'000, 14, 14, 2});
+  // A round's market_rounds row for its pool, as the scheduling leader writes it.
+  auto row = [](Micros clearing, int64_t at_ms) {
+    store::RoundPrice p;
+    p.gpu_model = "H100-80GB";
+    p.clearing = clearing;
+    p.capacity_units = 14;
+    p.used_units = 14;
+    p.pending_jobs = 2;
+    p.at_ms = at_ms;
+    return std::vector<store::RoundPrice>{p};
+  };
   d.pending_reasons["outbid"] = {scheduler::OutbidReason(1'500'000, 1'000'000), "H100-80GB"};
   d.pending_reasons["waiting"] = {"no node with 1 free H100-80GB GPU", ""};
-  ASSERT_TRUE(jobs.ApplyDecisions(d, {}, 5000, 1000).ok());
+  ASSERT_TRUE(jobs.ApplyDecisions(d, {}, 5000, 1000, row(1'500'000, 5000)).ok());
   auto reason = [&](const std::string& id) {
     auto job = jobs.GetJob(id, "t");
     EXPECT_TRUE(job.ok()) << job.status();
@@ -341,9 +351,7 @@ TEST_F(FeedTest, OutbidReasonsQuoteTheClearingPriceWhenRead) {
     return tx.exec_params("SELECT xmin::text FROM jobs WHERE id = $1", id)[0][0].as<std::string>();
   };
   const std::string before = xid("outbid");
-  scheduler::Decisions moved;
-  moved.prices.push_back({"H100-80GB", 2'100'000, 14, 14, 2});
-  ASSERT_TRUE(jobs.ApplyDecisions(moved, {}, 6000, 1000).ok());
+  ASSERT_TRUE(jobs.ApplyDecisions(scheduler::Decisions{}, {}, 6000, 1000, row(2'100'000, 6000)).ok());
   EXPECT_EQ(reason("outbid"), "outbid: clearing price $2.10/GPU-h > your bid $1.00");
   EXPECT_EQ(xid("outbid"), before);
   // Watchers compare versions rendered the same way, so they see the new price once.
@@ -352,9 +360,7 @@ TEST_F(FeedTest, OutbidReasonsQuoteTheClearingPriceWhenRead) {
   EXPECT_EQ(versions->at("outbid").reason, "outbid: clearing price $2.10/GPU-h > your bid $1.00");
   // A reader never quotes a price that is not above the bid; the stored text stands (a
   // round that moves the price below a bid reports that job in the same transaction).
-  scheduler::Decisions fell;
-  fell.prices.push_back({"H100-80GB", 900'000, 14, 14, 2});
-  ASSERT_TRUE(jobs.ApplyDecisions(fell, {}, 7000, 1000).ok());
+  ASSERT_TRUE(jobs.ApplyDecisions(scheduler::Decisions{}, {}, 7000, 1000, row(900'000, 7000)).ok());
   EXPECT_EQ(reason("outbid"), "outbid: clearing price $1.50/GPU-h > your bid $1.00");
   // Once the job starts, its reason is its own again.
   scheduler::Decisions start;

@@ -258,6 +258,41 @@ void Apply(Snapshot& s, const Decisions& d) {
   }
 }
 
+// The world moves on 5 minutes: some jobs end, new ones arrive, the owner comes and goes.
+// Returns the same change as a delta.
+SnapshotDelta MoveOn(World& w, std::mt19937_64& rng) {
+  SnapshotDelta delta;
+  w.snapshot.now_ms += 5 * kMinute;
+  std::vector<JobView> kept;
+  for (const JobView& j : w.snapshot.jobs) {
+    if ((j.running && rng() % 4 == 0) || j.preempting) {
+      delta.remove_jobs.push_back(j.id);
+    } else {
+      kept.push_back(j);
+    }
+  }
+  w.snapshot.jobs = kept;
+  for (int k = static_cast<int>(rng() % 6); k > 0; --k) {
+    JobView j = RandomPending(w, rng);
+    w.snapshot.jobs.push_back(j);
+    delta.upsert_jobs.push_back(j);
+  }
+  NodeView& node = w.snapshot.nodes[rng() % w.snapshot.nodes.size()];
+  GpuView& g = node.gpus[rng() % node.gpus.size()];
+  g.owner_busy = !g.owner_busy;
+  delta.upsert_nodes.push_back(node);
+  return delta;
+}
+
+/// The decisions a round acts on (assignments, preemptions, prices, reservations), without
+/// the reports.
+std::string Decided(Decisions d) {
+  d.pending_reasons.clear();
+  d.running_prices.clear();
+  d.repriced_pools.clear();
+  return Fingerprint(d);
+}
+
 TEST(ScheduleProperties, InvariantsHoldOnRandomFleets) {
   for (uint64_t seed = 1; seed <= kSeeds; ++seed) {
     World w = RandomWorld(seed);
@@ -282,28 +317,48 @@ TEST(ScheduleProperties, IncrementalMatchesFreshRoundsOverTime) {
       ASSERT_EQ(Fingerprint(fresh), Fingerprint(inc)) << "seed " << seed << " round " << round;
       CheckDecisions(w.snapshot, fresh, seed);
       Apply(w.snapshot, fresh);
-      // The world moves on: some jobs end, new ones arrive, the owner comes and goes.
-      SnapshotDelta delta;
-      w.snapshot.now_ms += 5 * kMinute;
-      std::vector<JobView> kept;
-      for (const JobView& j : w.snapshot.jobs) {
-        if ((j.running && rng() % 4 == 0) || j.preempting) {
-          delta.remove_jobs.push_back(j.id);
-        } else {
-          kept.push_back(j);
-        }
+      engine.ApplyDelta(MoveOn(w, rng));
+    }
+  }
+}
+
+// A quote's dry round decides what a fresh round with the candidate decides, and leaves the
+// engine deciding exactly as one that never ran it.
+TEST(ScheduleProperties, DryRoundsMatchFreshRoundsAndChangeNothing) {
+  for (uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
+    std::mt19937_64 rng(seed * 104729);
+    World w = RandomWorld(seed);
+    IncrementalScheduler quoted(w.snapshot);
+    IncrementalScheduler plain(w.snapshot);
+    RoundOptions full;
+    full.full_report = true;
+    for (int round = 0; round < 4; ++round) {
+      const int64_t now = w.snapshot.now_ms;
+      for (int q = 0; q < 3; ++q) {
+        JobView cand = RandomPending(w, rng);
+        Snapshot with = w.snapshot;
+        with.jobs.push_back(cand);
+        const Decisions fresh = Schedule(with);
+        const Decisions dry = quoted.DryRound(now, cand);
+        EXPECT_EQ(Decided(fresh), Decided(dry)) << "seed " << seed << " round " << round;
+        EXPECT_EQ(Reason(fresh, cand.id), Reason(dry, cand.id)) << "seed " << seed << " round " << round;
+        EXPECT_EQ(dry.pending_reasons.size(), fresh.pending_reasons.count(cand.id)) << "seed " << seed;
+        EXPECT_TRUE(dry.running_prices.empty()) << "seed " << seed;
       }
-      w.snapshot.jobs = kept;
-      for (int k = static_cast<int>(rng() % 6); k > 0; --k) {
-        JobView j = RandomPending(w, rng);
-        w.snapshot.jobs.push_back(j);
-        delta.upsert_jobs.push_back(j);
-      }
-      NodeView& node = w.snapshot.nodes[rng() % w.snapshot.nodes.size()];
-      GpuView& g = node.gpus[rng() % node.gpus.size()];
-      g.owner_busy = !g.owner_busy;
-      delta.upsert_nodes.push_back(node);
-      engine.ApplyDelta(delta);
+      EXPECT_EQ(Decided(Schedule(w.snapshot)), Decided(quoted.DryRound(now))) << "seed " << seed;
+      const Decisions d = quoted.Round(now, full);
+      ASSERT_EQ(Fingerprint(plain.Round(now, full)), Fingerprint(d)) << "seed " << seed << " round " << round;
+      // Incremental reports too: the dry rounds did not disturb what was last reported.
+      Apply(w.snapshot, d);
+      const SnapshotDelta delta = MoveOn(w, rng);
+      quoted.ApplyDelta(delta);
+      plain.ApplyDelta(delta);
+      quoted.DryRound(w.snapshot.now_ms, RandomPending(w, rng));
+      const Decisions next = quoted.Round(w.snapshot.now_ms);
+      ASSERT_EQ(Fingerprint(plain.Round(w.snapshot.now_ms)), Fingerprint(next))
+          << "seed " << seed << " round " << round;
+      Apply(w.snapshot, next);  // the world follows the engines
+      w.snapshot.now_ms += kMinute;
     }
   }
 }

@@ -368,6 +368,26 @@ TEST(Quote, ReportsPriceAndOutcome) {
   EXPECT_EQ(q.prices[0].clearing_price, 3 * kDollar);  // the candidate is the bid turned away
 }
 
+// Found by fuzzing: a snapshot holding two rows for one job (pending, then running) left a
+// queue entry for the replaced row, which a later round "started" as a job with no id once
+// the job ended.
+TEST(IncrementalScheduler, ALaterRowForTheSameJobLeavesNothingQueued) {
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.market = Market();
+  s.jobs = {Spot("a", 3 * kDollar, JobShape::WholeGpus(1), 1),
+            RunningWhole(Spot("a", 3 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0)};
+  IncrementalScheduler engine(s);
+  EXPECT_EQ(engine.pending_jobs(), 0u);
+  EXPECT_EQ(engine.running_jobs(), 1u);
+  SnapshotDelta ended;
+  ended.remove_jobs = {"a"};
+  engine.ApplyDelta(ended);
+  const Decisions d = engine.Round(kMinute);
+  EXPECT_TRUE(d.assignments.empty()) << Fingerprint(d);
+  EXPECT_TRUE(d.pending_reasons.empty()) << Fingerprint(d);
+}
+
 TEST(IncrementalScheduler, RepricesAPoolInOneEntryWhenItsClearingPriceMoves) {
   Snapshot s;
   s.nodes = {Node("n1", 2)};
