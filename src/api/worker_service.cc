@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <set>
@@ -46,7 +47,8 @@ namespace {
 class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::ControlMessage>,
                              public WorkerHub::Conn {
  public:
-  ConnectReactor(ApiContext& ctx, grpc::CallbackServerContext* c) : ctx_(ctx), rpc_ctx_(c) {
+  ConnectReactor(ApiContext& ctx, grpc::CallbackServerContext* c)
+      : ctx_(ctx), rpc_ctx_(c), written_(std::max<int64_t>(1, ctx.config.harvest.lost_after_ms / 4)) {
     Ref();
     ctx_.executor->Submit([this] {
       auto p = ctx_.auth->Authorize(*rpc_ctx_, {v1::ROLE_WORKER});
@@ -127,7 +129,15 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
     absl::Status s;
     switch (msg.kind_case()) {
       case v1::WorkerMessage::kTelemetry: {
-        s = ctx_.telemetry->AddAndWait(store::TelemetryReport{node_, msg.telemetry(), now});
+        // Only what changes something reaches the database (see TelemetryWriteFilter).
+        if (auto due = written_.Due(store::TelemetryReport{node_, msg.telemetry(), now})) {
+          s = ctx_.telemetry->AddAndWait(*due);
+          if (s.ok()) {
+            written_.Written(*due);
+          } else {
+            written_.Reset();
+          }
+        }
         bool changed;
         {
           std::lock_guard<std::mutex> lock(state_mu_);
@@ -236,6 +246,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
   std::set<std::string> running_;
   std::map<std::string, int64_t> last_sent_;
   std::atomic<int64_t> last_reconcile_ms_{0};
+  store::TelemetryWriteFilter written_;  // touched only by Handle(), one message at a time
 };
 
 }  // namespace

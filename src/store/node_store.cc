@@ -1,5 +1,6 @@
 #include "src/store/node_store.h"
 
+#include <cstdlib>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,41 @@ absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_m
     // The GPU list may have changed shape: the scheduler re-reads the whole node.
     tx.exec_params("UPDATE nodes SET change_xid = pg_current_xact_id() WHERE name = $1", req.node());
   });
+}
+
+bool TelemetryWriteFilter::GpuDue(const Gpu* last, const v1::GpuSample& g, int64_t at_ms) const {
+  if (last == nullptr) return true;
+  const bool busy = g.owner_processes() > 0;
+  if (last->healthy != g.healthy() || last->reason != g.health_reason() || last->busy != busy) return true;
+  if (last->util == g.utilization_pct() && last->mem == g.memory_used_mib()) return false;
+  return std::abs(last->util - g.utilization_pct()) >= TelemetryWriteRule::kFigureStepPct ||
+         std::abs(last->mem - g.memory_used_mib()) >= TelemetryWriteRule::kFigureStepMib ||
+         at_ms - last->at_ms >= TelemetryWriteRule::kFigureMaxAgeMs;
+}
+
+std::optional<TelemetryReport> TelemetryWriteFilter::Due(const TelemetryReport& report) const {
+  TelemetryReport out{report.node, {}, report.at_ms};
+  for (const auto& g : report.telemetry.gpus()) {
+    auto it = gpus_.find(g.index());
+    if (GpuDue(it == gpus_.end() ? nullptr : &it->second, g, report.at_ms)) *out.telemetry.add_gpus() = g;
+  }
+  if (out.telemetry.gpus_size() == 0 && heartbeat_ms_ >= 0 && report.at_ms - heartbeat_ms_ < heartbeat_every_ms_) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+void TelemetryWriteFilter::Written(const TelemetryReport& written) {
+  heartbeat_ms_ = written.at_ms;
+  for (const auto& g : written.telemetry.gpus()) {
+    gpus_[g.index()] = Gpu{g.healthy(), g.health_reason(), g.owner_processes() > 0, g.utilization_pct(),
+                           g.memory_used_mib(), written.at_ms};
+  }
+}
+
+void TelemetryWriteFilter::Reset() {
+  heartbeat_ms_ = -1;
+  gpus_.clear();
 }
 
 absl::Status PgNodeStore::RecordTelemetry(const std::string& node, const v1::Telemetry& t, int64_t now_ms) {
@@ -70,18 +106,22 @@ absl::Status PgNodeStore::RecordTelemetryBatch(const std::vector<TelemetryReport
           " FROM unnest($1::text[], $2::bigint[]) AS v(name, at) WHERE n.name = v.name",
           PgArray(p.nodes), PgArray(p.node_at));
       if (p.g_node.empty()) continue;
-      // GPU rows whose values did not change are not rewritten.
+      // A GPU row is rewritten when its state changed, or its figures moved far or are old.
       tx.exec_params(
-          "UPDATE gpus g SET utilization_pct = v.util, memory_used_mib = v.mem, healthy = v.healthy,"
-          " health_reason = v.reason, owner_busy = v.busy,"
+          "UPDATE gpus g SET utilization_pct = v.util, memory_used_mib = v.mem, sampled_ms = v.at,"
+          " healthy = v.healthy, health_reason = v.reason, owner_busy = v.busy,"
           " owner_idle_since_ms = CASE WHEN v.busy THEN 0 WHEN g.owner_idle_since_ms = 0 THEN v.at"
           "   ELSE g.owner_idle_since_ms END"
           " FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bool[], $6::text[], $7::bool[],"
           "   $8::bigint[]) AS v(node, idx, util, mem, healthy, reason, busy, at)"
-          " WHERE g.node = v.node AND g.idx = v.idx AND (g.utilization_pct, g.memory_used_mib, g.healthy,"
-          "   g.health_reason, g.owner_busy) IS DISTINCT FROM (v.util, v.mem, v.healthy, v.reason, v.busy)",
+          " WHERE g.node = v.node AND g.idx = v.idx AND ("
+          "   (g.healthy, g.health_reason, g.owner_busy) IS DISTINCT FROM (v.healthy, v.reason, v.busy)"
+          "   OR ((g.utilization_pct, g.memory_used_mib) IS DISTINCT FROM (v.util, v.mem)"
+          "     AND (abs(g.utilization_pct - v.util) >= $9 OR abs(g.memory_used_mib - v.mem) >= $10"
+          "          OR g.sampled_ms <= v.at - $11)))",
           PgArray(p.g_node), PgArray(p.g_idx), PgArray(p.g_util), PgArray(p.g_mem), PgArray(p.g_healthy),
-          PgArray(p.g_reason), PgArray(p.g_busy), PgArray(p.g_at));
+          PgArray(p.g_reason), PgArray(p.g_busy), PgArray(p.g_at), TelemetryWriteRule::kFigureStepPct,
+          TelemetryWriteRule::kFigureStepMib, TelemetryWriteRule::kFigureMaxAgeMs);
     }
   });
 }

@@ -1,7 +1,10 @@
 #pragma once
 // Nodes, their GPUs, telemetry, cordons and the owner's reclaims.
 
+#include <map>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,6 +37,46 @@ struct TelemetryReport {
   int64_t at_ms = 0;
 };
 
+/// When a GPU's telemetry is written: its health and owner state as soon as they change;
+/// its utilization and memory figures (shown on dashboards only) when they moved by a step
+/// or are max_age_ms old.
+struct TelemetryWriteRule {
+  static constexpr int kFigureStepPct = 10;
+  static constexpr int64_t kFigureStepMib = 4096;
+  static constexpr int64_t kFigureMaxAgeMs = 10'000;
+};
+
+/// One worker stream's memory of what it last wrote for its node, so that reports which
+/// would change nothing stay out of the database: at fleet scale most reports then write
+/// neither GPU rows nor a heartbeat. PgNodeStore applies the same rule to what it is given.
+class TelemetryWriteFilter {
+ public:
+  /// The node's heartbeat is written at least every `heartbeat_every_ms` (well inside the
+  /// time after which a silent node is lost).
+  explicit TelemetryWriteFilter(int64_t heartbeat_every_ms) : heartbeat_every_ms_(heartbeat_every_ms) {}
+  /// What of `report` needs writing (only GPUs that are due), or nothing. The caller
+  /// writes it, then calls Written() (or Reset() if the write failed).
+  std::optional<TelemetryReport> Due(const TelemetryReport& report) const;
+  void Written(const TelemetryReport& written);
+  /// Forgets what was written: the next report is written whole.
+  void Reset();
+
+ private:
+  struct Gpu {
+    bool healthy = false;
+    std::string reason;
+    bool busy = false;
+    int util = 0;
+    int64_t mem = 0;
+    int64_t at_ms = 0;
+  };
+  bool GpuDue(const Gpu* last, const surplus::v1::GpuSample& g, int64_t at_ms) const;
+
+  const int64_t heartbeat_every_ms_;
+  int64_t heartbeat_ms_ = -1;  // -1: nothing written yet
+  std::map<int, Gpu> gpus_;
+};
+
 class PgNodeStore {
  public:
   explicit PgNodeStore(PgPool& pool) : pool_(pool) {}
@@ -43,7 +86,8 @@ class PgNodeStore {
   /// Records reports of many nodes in one transaction (a node may appear more than once;
   /// its reports apply in order). Telemetry is soft state that every node sends again each
   /// interval, so the commit does not wait for its WAL flush: a crash loses at most the
-  /// last fraction of a second of it, never anything else.
+  /// last fraction of a second of it, never anything else. GPU rows follow
+  /// TelemetryWriteRule.
   absl::Status RecordTelemetryBatch(const std::vector<TelemetryReport>& reports);
   /// NOT_FOUND for an unknown node. `drain` also cordons, and running jobs get a notice.
   absl::StatusOr<surplus::v1::Node> SetCordoned(const std::string& node, bool cordoned, bool drain);

@@ -162,6 +162,83 @@ TEST_F(FeedTest, TelemetryBatchAppliesEachNodesReportsInOrder) {
   EXPECT_TRUE(changes->jobs.empty());
 }
 
+TEST_F(FeedTest, GpuFiguresAreRewrittenWhenTheyMoveFarOrAreOldAndStateAtOnce) {
+  store::PgNodeStore nodes(*pool_);
+  auto report = [&](int64_t at, int util, int64_t mem, bool healthy = true) {
+    store::TelemetryReport r{"n1", {}, at};
+    auto* g = r.telemetry.add_gpus();
+    g->set_index(0);
+    g->set_healthy(healthy);
+    g->set_utilization_pct(util);
+    g->set_memory_used_mib(mem);
+    ASSERT_TRUE(nodes.RecordTelemetryBatch({r}).ok());
+  };
+  // What a dashboard reads, and when it was written.
+  auto shown = [&] {
+    pqxx::connection c(url_);
+    pqxx::work tx(c);
+    return tx.exec("SELECT utilization_pct || ' ' || memory_used_mib || ' ' || healthy::text || ' ' || sampled_ms"
+                   " FROM gpus WHERE node = 'n1' AND idx = 0")[0][0]
+        .as<std::string>();
+  };
+  report(10'000, 50, 20'000);
+  EXPECT_EQ(shown(), "50 20000 true 10000");  // first figures
+  report(11'000, 55, 22'000);
+  EXPECT_EQ(shown(), "50 20000 true 10000");  // small moves wait
+  report(12'000, 60, 22'000);
+  EXPECT_EQ(shown(), "60 22000 true 12000");  // 10 points from what is shown
+  report(13'000, 60, 26'096);
+  EXPECT_EQ(shown(), "60 26096 true 13000");  // 4 GiB
+  report(14'000, 61, 26'000);
+  report(22'999, 62, 26'000);
+  EXPECT_EQ(shown(), "60 26096 true 13000");
+  report(23'000, 62, 26'000);
+  EXPECT_EQ(shown(), "62 26000 true 23000");  // 10 s old
+  report(23'500, 62, 26'000);
+  EXPECT_EQ(shown(), "62 26000 true 23000");  // unchanged figures are never rewritten
+  report(24'000, 63, 26'000, /*healthy=*/false);
+  EXPECT_EQ(shown(), "63 26000 false 24000");  // a state change is written at once
+}
+
+TEST(TelemetryWriteFilter, PassesOnlyWhatChangesSomething) {
+  store::TelemetryWriteFilter filter(/*heartbeat_every_ms=*/2500);
+  auto report = [](int64_t at, std::vector<int> utils, bool healthy = true) {
+    store::TelemetryReport r{"n1", {}, at};
+    for (size_t i = 0; i < utils.size(); ++i) {
+      auto* g = r.telemetry.add_gpus();
+      g->set_index(static_cast<int>(i));
+      g->set_healthy(healthy || i > 0);
+      g->set_utilization_pct(utils[i]);
+      g->set_memory_used_mib(1000);
+    }
+    return r;
+  };
+  auto gpus = [](const std::optional<store::TelemetryReport>& r) {
+    std::vector<int> out;
+    if (r) {
+      for (const auto& g : r->telemetry.gpus()) out.push_back(g.index());
+    }
+    return out;
+  };
+  auto first = filter.Due(report(1000, {50, 50}));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(gpus(first), (std::vector<int>{0, 1}));  // the first report is written whole
+  filter.Written(*first);
+  EXPECT_FALSE(filter.Due(report(2000, {50, 50})).has_value());  // nothing new
+  EXPECT_FALSE(filter.Due(report(3000, {55, 45})).has_value());  // small moves
+  auto heartbeat = filter.Due(report(3500, {55, 45}));
+  ASSERT_TRUE(heartbeat.has_value());  // the heartbeat is due: the node must not look lost
+  EXPECT_TRUE(gpus(heartbeat).empty());
+  filter.Written(*heartbeat);
+  auto moved = filter.Due(report(4000, {50, 62}));
+  EXPECT_EQ(gpus(moved), (std::vector<int>{1}));  // 12 points: only that GPU
+  filter.Written(*moved);
+  EXPECT_EQ(gpus(filter.Due(report(4500, {50, 62}, /*healthy=*/false))), (std::vector<int>{0}));  // health
+  EXPECT_EQ(gpus(filter.Due(report(11'000, {51, 62}))), (std::vector<int>{0}));  // GPU 0's figures are 10 s old
+  filter.Reset();  // a write failed
+  EXPECT_EQ(gpus(filter.Due(report(11'000, {50, 62}))), (std::vector<int>{0, 1}));
+}
+
 TEST_F(FeedTest, OneBadTelemetryReportDoesNotLoseTheOthersInItsBatch) {
   Exec("INSERT INTO nodes (name, gpu_model, registered_ms) VALUES ('n2', 'H100-80GB', 1), ('n3', 'H100-80GB', 1)");
   store::PgNodeStore nodes(*pool_);
