@@ -17,6 +17,7 @@ int RunHarvestBench(int argc, char** argv);
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH
 int RunSubmitBench(int argc, char** argv);
 int RunTelemetryBench(int argc, char** argv);
+int RunQuoteApiBench(int argc, char** argv);
 #endif
 
 /// "--name value" and "--flag" arguments after the subcommand.

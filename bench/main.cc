@@ -12,9 +12,9 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: surplus-bench <subcommand> [flags] [--json]\n"
-               "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n"
+               "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n          [--no-runtimes] [--one-gpu]\n"
                "          scheduler round time at fleet scale, full and incremental\n"
-               "  quote   --nodes N --jobs M [--quotes Q] [--fresh-quotes F] [--seed S]\n"
+               "  quote   --nodes N --jobs M [--quotes Q] [--fresh-quotes F] [--seed S]\n          [--no-runtimes] [--one-gpu]\n"
                "          quote time on a busy fleet: dry round on a kept engine vs a fresh engine\n"
                "  pack    --nodes NODES.csv --pods PODS.csv\n"
                "          packing quality replaying a GPU trace (ours, first-fit, best-fit)\n"
@@ -24,6 +24,8 @@ void Usage() {
                "  submit  job submission throughput and latency through the API\n"
                "  telemetry [--nodes N] [--threads T]\n"
                "          node telemetry reports per second the control plane's database path absorbs\n"
+               "  quote-api [--nodes N] [--running R] [--pending P] [--quotes Q]\n"
+               "          quote latency through a running control plane on a fleet written into its database\n"
 #endif
   );
 }
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
 #ifdef SURPLUS_HAVE_SUBMIT_BENCH
   if (cmd == "submit") return surplus::bench::RunSubmitBench(argc - 1, argv + 1);
   if (cmd == "telemetry") return surplus::bench::RunTelemetryBench(argc - 1, argv + 1);
+  if (cmd == "quote-api") return surplus::bench::RunQuoteApiBench(argc - 1, argv + 1);
 #endif
   std::fprintf(stderr, "unknown subcommand '%s'\n", cmd.c_str());
   Usage();

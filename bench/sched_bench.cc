@@ -52,19 +52,35 @@ JobShape RandomShape(std::mt19937_64& rng) {
   return JobShape::Gang(2, 8);
 }
 
-JobView RandomJob(std::mt19937_64& rng, int64_t seq) {
+// Variants of the workload (the random sequence is the same in all).
+struct Workload {
+  bool runtimes = true;  ///< half the jobs declare a max runtime (false: none does)
+  bool one_gpu = false;  ///< every job takes one whole GPU (else the mix above)
+
+  explicit Workload(const Flags& flags) : runtimes(!flags.Has("no-runtimes")), one_gpu(flags.Has("one-gpu")) {}
+  std::string Text() const {
+    return std::string(one_gpu ? "one whole GPU each" : "mixed shapes") +
+           (runtimes ? ", half with a max runtime" : ", no max runtimes");
+  }
+};
+
+JobView RandomJob(std::mt19937_64& rng, int64_t seq, const Workload& w) {
   JobView j;
   j.id = "job-" + std::to_string(seq);
   j.tenant_id = "tenant-" + std::to_string(rng() % 1000);
   j.tier = rng() % 10 == 0 ? Tier::kOnDemand : Tier::kSpot;
   j.bid = static_cast<Micros>(50'000 * (10 + rng() % 91));  // $0.50 .. $5.00
-  j.shape = RandomShape(rng);
+  const JobShape shape = RandomShape(rng);
+  j.shape = w.one_gpu ? JobShape::WholeGpus(1) : shape;
   j.submit_seq = seq;
-  if (rng() % 2) j.max_runtime_ms = static_cast<int64_t>(30 + rng() % 211) * 60'000;
+  if (rng() % 2) {
+    const int64_t max_runtime_ms = static_cast<int64_t>(30 + rng() % 211) * 60'000;
+    if (w.runtimes) j.max_runtime_ms = max_runtime_ms;
+  }
   return j;
 }
 
-Snapshot BuildSnapshot(int nodes, int jobs, uint64_t seed) {
+Snapshot BuildSnapshot(int nodes, int jobs, uint64_t seed, const Workload& w) {
   std::mt19937_64 rng(seed);
   Snapshot s;
   s.now_ms = 1'000'000'000;
@@ -85,7 +101,7 @@ Snapshot BuildSnapshot(int nodes, int jobs, uint64_t seed) {
     s.nodes.push_back(std::move(node));
   }
   s.jobs.reserve(static_cast<size_t>(jobs));
-  for (int j = 0; j < jobs; ++j) s.jobs.push_back(RandomJob(rng, j + 1));
+  for (int j = 0; j < jobs; ++j) s.jobs.push_back(RandomJob(rng, j + 1, w));
   return s;
 }
 
@@ -184,10 +200,11 @@ int RunSchedBench(int argc, char** argv) {
   const uint64_t seed = static_cast<uint64_t>(flags.GetInt("seed", 1));
   const bool json = flags.Has("json");
   if (!flags.bad().empty() || nodes <= 0 || jobs < 0) {
-    std::fprintf(stderr, "usage: surplus-bench sched --nodes N --jobs M [--rounds R] [--seed S] [--json]\n");
+    std::fprintf(stderr, "usage: surplus-bench sched --nodes N --jobs M [--rounds R] [--seed S] [--no-runtimes] [--one-gpu] [--json]\n");
     return 2;
   }
-  const Snapshot snapshot = BuildSnapshot(nodes, jobs, seed);
+  const Workload workload(flags);
+  const Snapshot snapshot = BuildSnapshot(nodes, jobs, seed, workload);
   const int64_t capacity_units = 7LL * kGpusPerNode * nodes;
 
   // Full round: a fresh Schedule() on the whole snapshot (engine build included).
@@ -225,7 +242,7 @@ int RunSchedBench(int argc, char** argv) {
       running[i] = running.back();
       running.pop_back();
     }
-    for (int k = 0; k < changes - changes / 2; ++k) delta.upsert_jobs.push_back(RandomJob(rng, next_seq++));
+    for (int k = 0; k < changes - changes / 2; ++k) delta.upsert_jobs.push_back(RandomJob(rng, next_seq++, workload));
     now += 10'000;
     t0 = Clock::now();
     engine.ApplyDelta(delta);
@@ -254,6 +271,7 @@ int RunSchedBench(int argc, char** argv) {
   if (json) {
     Json out;
     out.Str("bench", "sched")
+        .Str("workload", workload.Text())
         .Int("nodes", nodes)
         .Int("gpus", int64_t{nodes} * kGpusPerNode)
         .Int("jobs", jobs)
@@ -277,8 +295,8 @@ int RunSchedBench(int argc, char** argv) {
     std::printf("%s\n", out.str().c_str());
     return 0;
   }
-  std::printf("sched: %d nodes x %d H100 = %d GPUs, %d pending jobs (seed %llu)\n\n", nodes,
-              kGpusPerNode, nodes * kGpusPerNode, jobs, static_cast<unsigned long long>(seed));
+  std::printf("sched: %d nodes x %d H100 = %d GPUs, %d pending jobs: %s (seed %llu)\n\n", nodes,
+              kGpusPerNode, nodes * kGpusPerNode, jobs, workload.Text().c_str(), static_cast<unsigned long long>(seed));
   PrintTable({
       {"policy", "round", "time ms", "placements", "placements/s", "GPU units allocated"},
       {"surplus", "full (Schedule)", Fmt(full_ms, 1), std::to_string(full.assignments.size()),
@@ -309,12 +327,13 @@ int RunQuoteBench(int argc, char** argv) {
   if (!flags.bad().empty() || nodes <= 0 || jobs < 0 || quotes <= 0 || fresh_quotes < 0) {
     std::fprintf(stderr,
                  "usage: surplus-bench quote --nodes N --jobs M [--quotes Q] [--fresh-quotes F] [--seed S] "
-                 "[--json]\n");
+                 "[--no-runtimes] [--one-gpu] [--json]\n");
     return 2;
   }
   // A busy fleet: a full round's jobs running (long enough to be outbid), the rest pending,
   // then 5% of the running jobs ended, leaving holes.
-  Snapshot state = BuildSnapshot(nodes, jobs, seed);
+  const Workload workload(flags);
+  Snapshot state = BuildSnapshot(nodes, jobs, seed, workload);
   {
     const Decisions d = Schedule(state);
     std::map<std::string, const scheduler::Assignment*> assigned;
@@ -353,7 +372,7 @@ int RunQuoteBench(int argc, char** argv) {
   std::vector<double> times;
   int would_start = 0;
   for (int q = 0; q < quotes; ++q) {
-    const JobView cand = RandomJob(rng, seq++);
+    const JobView cand = RandomJob(rng, seq++, workload);
     t0 = Clock::now();
     const scheduler::Quote quote = scheduler::QuoteJob(engine, now, cand, baseline);
     times.push_back(MsSince(t0));
@@ -368,7 +387,7 @@ int RunQuoteBench(int argc, char** argv) {
   std::vector<double> fresh_times;
   int agree = 0;
   for (int q = 0; q < fresh_quotes; ++q) {
-    JobView cand = RandomJob(rng, seq++);
+    JobView cand = RandomJob(rng, seq++, workload);
     Snapshot with = state;
     with.jobs.push_back(cand);
     t0 = Clock::now();
@@ -387,6 +406,7 @@ int RunQuoteBench(int argc, char** argv) {
   if (json) {
     Json out;
     out.Str("bench", "quote")
+        .Str("workload", workload.Text())
         .Int("nodes", nodes)
         .Int("jobs", jobs)
         .Int("running_jobs", static_cast<int64_t>(running))
@@ -407,8 +427,9 @@ int RunQuoteBench(int argc, char** argv) {
     std::printf("%s\n", out.str().c_str());
     return 0;
   }
-  std::printf("quote: %d nodes x %d H100, %zu jobs running, %zu pending (seed %llu)\n\n", nodes, kGpusPerNode,
-              running, engine.pending_jobs(), static_cast<unsigned long long>(seed));
+  std::printf("quote: %d nodes x %d H100, %zu jobs running, %zu pending: %s (seed %llu)\n\n", nodes,
+              kGpusPerNode, running, engine.pending_jobs(), workload.Text().c_str(),
+              static_cast<unsigned long long>(seed));
   PrintTable({
       {"step", "time ms", "count"},
       {"mirror load (engine build, once)", Fmt(load_ms, 1), "1"},

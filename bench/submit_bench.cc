@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/api.h"
 #include "bench/bench.h"
 #include "bench/load.h"
 #include "src/common/crypto.h"
@@ -85,39 +86,15 @@ int RunSubmitBench(int argc, char** argv) {
     channels.push_back(grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args));
   }
   // A tenant of its own, and its key.
-  const std::string tenant = "bench-" + RandomHex(4);
-  auto op = v1::OperatorService::NewStub(channels[0]);
-  {
-    v1::CreateTenantRequest req;
-    req.set_id(tenant);
-    v1::Tenant t;
-    grpc::ClientContext ctx;
-    AddBearer(&ctx, operator_key);
-    grpc::Status s = op->CreateTenant(&ctx, req, &t);
-    if (!s.ok()) {
-      std::fprintf(stderr, "surplus-bench submit: CreateTenant: %s\n", s.error_message().c_str());
-      return 1;
-    }
-  }
-  std::string key;
-  {
-    v1::IssueApiKeyRequest req;
-    req.set_role(v1::ROLE_TENANT);
-    req.set_tenant_id(tenant);
-    v1::IssueApiKeyResponse resp;
-    grpc::ClientContext ctx;
-    AddBearer(&ctx, operator_key);
-    grpc::Status s = op->IssueApiKey(&ctx, req, &resp);
-    if (!s.ok()) {
-      std::fprintf(stderr, "surplus-bench submit: IssueApiKey: %s\n", s.error_message().c_str());
-      return 1;
-    }
-    key = resp.api_key();
+  auto key = NewTenantKey(channels[0], operator_key, "bench-" + RandomHex(4));
+  if (!key.ok()) {
+    std::fprintf(stderr, "surplus-bench submit: %s\n", std::string(key.status().message()).c_str());
+    return 1;
   }
   std::vector<LoadResult> results;
-  results.push_back(RunPhase("baseline", channels, key, 1, seconds, 0));
-  results.push_back(RunPhase("saturated", channels, key, clients, seconds, 0));
-  results.push_back(RunPhase("half-load", channels, key, clients, seconds, results[1].rate / 2));
+  results.push_back(RunPhase("baseline", channels, *key, 1, seconds, 0));
+  results.push_back(RunPhase("saturated", channels, *key, clients, seconds, 0));
+  results.push_back(RunPhase("half-load", channels, *key, clients, seconds, results[1].rate / 2));
 
   if (json) {
     Json out;

@@ -79,9 +79,10 @@ int RunTelemetryBench(int argc, char** argv) {
 
   store::PgNodeStore store(pool);
   api::TelemetryBatcher batcher(store, 1024);
-  // One filter per node, as one stream per node has (threads may share a node).
+  // One filter per node, as one stream per node has (threads may share a node), with the
+  // heartbeat period surplus-control uses by default (--lost-after-ms 10000).
   std::vector<store::TelemetryWriteFilter> filters(static_cast<size_t>(nodes),
-                                                   store::TelemetryWriteFilter(2500));
+                                                   store::TelemetryWriteFilter(2000, 10'000));
   std::vector<std::mutex> filter_mu(static_cast<size_t>(nodes));
   auto write = [&](const store::TelemetryReport& r, int64_t node) {
     std::lock_guard<std::mutex> lock(filter_mu[static_cast<size_t>(node)]);

@@ -395,7 +395,7 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
     AddRunningIndexes(idx);
     tenants_[j.tenant].used_units += j.units;
     ++running_count_;
-    price_dirty_.push_back(idx);
+    price_dirty_.insert(idx);
   } else {
     ++pending_by_model_[view.gpu_model];
     if (!bulk_) {  // a bulk load queues the pending jobs when it ends
@@ -1200,6 +1200,12 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   std::vector<std::pair<int, ReasonKey>> reasons;
   absl::flat_hash_set<std::tuple<int, int, int, int>> failed_place;
   absl::flat_hash_map<std::tuple<int, int, int, int>, Micros> failed_victims;
+  // Shapes (over the pools a job may use) no reservation could be made for. Within a round
+  // capacity is taken and held, and comes free at a known time only by a notice (cleared
+  // then), so such a search would fail again: at fleet scale, with every GPU busy for an
+  // unknown time, each blocked job would otherwise scan the whole pool.
+  std::set<std::vector<std::tuple<int, int, int, int>>> failed_reserve;
+  std::vector<std::tuple<int, int, int, int>> reserve_key;
   std::optional<ReservationState> reservation;
   std::vector<std::pair<int, uint8_t>> held_log;  // gpu, held before
   std::vector<std::pair<size_t, int>> started;    // assignment index, job
@@ -1284,6 +1290,7 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
           j.reported_reason = false;
           j.started_round = round_;
           tenant.pending.erase({j.view.submit_seq, idx});
+          if (--pending_by_model_[j.view.gpu_model] == 0) pending_by_model_.erase(j.view.gpu_model);
           Occupy(idx, slots);
           AddRunningIndexes(idx);
           CountShape(j, 1);
@@ -1305,6 +1312,8 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
               failed_victims[key] = std::max(eff, f == failed_victims.end() ? eff : f->second);
               continue;
             }
+            // A notice makes the rest of a victim's capacity come free at a known time.
+            if (!victims.empty()) failed_reserve.clear();
             for (int v : victims) {
               outbid.push_back({out.preemptions.size(), v});
               Preempt(v, PreemptCause::kOutbid, "", now_ms, &out);
@@ -1327,7 +1336,13 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
             }
             why = {Why::kNoPlacement, cands.front().pool, 0, 0};
             if (!reservation) {
-              reservation = MakeReservation(idx, now_ms);
+              reserve_key.clear();
+              for (const Eligible& e : cands) reserve_key.push_back(ShapeKey(j, e));
+              std::sort(reserve_key.begin(), reserve_key.end());
+              if (!failed_reserve.count(reserve_key)) {
+                reservation = MakeReservation(idx, now_ms);
+                if (!reservation) failed_reserve.insert(reserve_key);
+              }
               if (reservation) {
                 for (int g : reservation->gpus) index_.SetReserved(g, true);
                 why = {Why::kWaitingReservation, reservation->pool, reservation->start_ms, 0};
@@ -1459,8 +1474,8 @@ Decisions IncrementalScheduler::DryRound(int64_t now_ms, const std::optional<Job
   const int64_t max_seq = max_submit_seq_;
   const int64_t saved_now = now_ms_;
   dry_candidate_ = -1;
-  if (candidate) {
-    assert(job_ids_.find(candidate->id) == job_ids_.end());
+  const bool add = candidate.has_value() && job_ids_.find(candidate->id) == job_ids_.end();
+  if (add) {
     JobView view = *candidate;
     view.running = false;
     view.preempting = false;
@@ -1473,7 +1488,7 @@ Decisions IncrementalScheduler::DryRound(int64_t now_ms, const std::optional<Job
   Decisions d = Round(now_ms);
   undo_ = nullptr;
   UndoDryRound(log);
-  if (candidate) RemoveJob(jobs_[dry_candidate_].view.id);
+  if (add) RemoveJob(jobs_[dry_candidate_].view.id);
   dry_candidate_ = -1;
   max_submit_seq_ = max_seq;
   now_ms_ = saved_now;
@@ -1504,6 +1519,7 @@ void IncrementalScheduler::UndoDryRound(const std::vector<Undo>& log) {
     j.reported_reason = u->reported_reason;
     j.started_round = u->started_round;
     pending_.insert(QueueKey(u->job));
+    ++pending_by_model_[j.view.gpu_model];
     tenant.pending.insert({j.view.submit_seq, u->job});
     CountShape(j, 1);
   }

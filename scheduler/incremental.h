@@ -23,6 +23,7 @@
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "scheduler/capacity_index.h"
 #include "scheduler/scheduler.h"
 
@@ -54,8 +55,8 @@ class IncrementalScheduler {
   /// What Round(now_ms) would decide with `candidate` (if given) added to the queue as the
   /// last job submitted, without keeping any of it: afterwards the engine is as it was, and
   /// the next Round() decides as if this had not run. Reports the candidate's pending
-  /// reason, if it stays pending, and no running prices. The candidate's id must not be a
-  /// known job's.
+  /// reason, if it stays pending, and no running prices. A candidate whose id is a known
+  /// job's is left out (the round runs without it).
   Decisions DryRound(int64_t now_ms, const std::optional<JobView>& candidate = std::nullopt);
 
   /// The GPU model of a known node ("" when unknown).
@@ -294,7 +295,9 @@ class IncrementalScheduler {
   bool counts_valid_ = false;
   bool market_changed_ = true;
   std::vector<Micros> last_clearing_;
-  std::vector<int> price_dirty_;  // running jobs loaded by deltas since the last round
+  // Running jobs loaded by deltas since the last (not dry) round; a set, so that an engine
+  // that only runs dry rounds (a quote mirror) does not grow it without bound.
+  absl::flat_hash_set<int> price_dirty_;
   // Loading a whole snapshot: the queue is built in one sorted pass at the end.
   bool bulk_ = false;
   int64_t now_ms_ = 0;

@@ -36,6 +36,7 @@ absl::StatusOr<FleetMirror::Refreshed> FleetMirror::Refresh(int64_t now_ms) {
   r.rows = static_cast<int64_t>(read->nodes.size() + read->gone_nodes.size() + read->jobs.size() +
                                 read->ended_jobs.size());
   Absorb(std::move(*read), now_ms);
+  r.reclaimed = harvest_.TakeReclaimed();
   return r;
 }
 

@@ -28,6 +28,7 @@ class FleetMirror {
   struct Refreshed {
     bool full = false;  ///< the engine was built anew from a full read
     int64_t rows = 0;   ///< rows read
+    std::vector<scheduler::GpuRef> reclaimed;  ///< GPUs whose owner came back since the last call
   };
   /// Reads what changed since the previous call (everything on the first call and after
   /// Reset()) and applies it as of now_ms. On a failed read the mirror is reset.
@@ -40,8 +41,6 @@ class FleetMirror {
   scheduler::IncrementalScheduler& engine() { return *engine_; }
   /// The market settings in force: configured ones with the stored reserve prices and quotas.
   const scheduler::MarketConfig& market() const { return market_; }
-  /// GPUs whose owner came back since the last call.
-  std::vector<scheduler::GpuRef> TakeReclaimed() { return harvest_.TakeReclaimed(); }
 
  private:
   void Absorb(store::FeedRead read, int64_t now_ms);

@@ -41,6 +41,13 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
 
 namespace {
 
+// How often a stream writes its node's heartbeat when nothing changes: a quarter of the
+// time after which a silent node is lost, and at most 2 s, so that a leader configured with
+// a shorter --lost-after-ms than this replica still sees it alive.
+int64_t HeartbeatEveryMs(int64_t lost_after_ms) { return std::clamp<int64_t>(lost_after_ms / 4, 1, 2000); }
+// How often it writes the node's whole state (see TelemetryWriteFilter).
+constexpr int64_t kWholeStateEveryMs = 10'000;
+
 // One worker's stream. Messages are handled one at a time, in order, on the executor;
 // after each telemetry message (and when nudged) the node's desired state is compared
 // with what the worker runs, and assignments or stops are sent (level-triggered).
@@ -48,7 +55,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<v1::WorkerMessage, v
                              public WorkerHub::Conn {
  public:
   ConnectReactor(ApiContext& ctx, grpc::CallbackServerContext* c)
-      : ctx_(ctx), rpc_ctx_(c), written_(std::max<int64_t>(1, ctx.config.harvest.lost_after_ms / 4)) {
+      : ctx_(ctx), rpc_ctx_(c), written_(HeartbeatEveryMs(ctx.config.harvest.lost_after_ms), kWholeStateEveryMs) {
     Ref();
     ctx_.executor->Submit([this] {
       auto p = ctx_.auth->Authorize(*rpc_ctx_, {v1::ROLE_WORKER});

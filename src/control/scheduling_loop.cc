@@ -106,7 +106,7 @@ absl::Status SchedulingLoop::RunRound() {
   }
   const auto t_read = std::chrono::steady_clock::now();
   scheduler::IncrementalScheduler& engine = mirror_.engine();
-  for (const auto& gpu : mirror_.TakeReclaimed()) {
+  for (const auto& gpu : refreshed->reclaimed) {
     spdlog::debug("owner busy on {} GPU {}: its tenant jobs get a notice", gpu.node_id, gpu.gpu_index);
   }
   scheduler::RoundOptions options;

@@ -30,7 +30,7 @@ namespace {
 #define SURPLUS_OUTBID_SQL                                                                 \
   " j.outbid_model, j.bid_micros,"                                                        \
   " (SELECT m.clearing_micros FROM market_rounds m WHERE m.gpu_model = j.outbid_model"       \
-  "   ORDER BY m.at_ms DESC, m.id DESC LIMIT 1)"
+  "   ORDER BY m.id DESC LIMIT 1)"
 
 // Column list every job read uses; FillJob reads them by position.
 constexpr char kJobColumns[] =

@@ -44,7 +44,7 @@ absl::StatusOr<std::map<std::string, RoundPrice>> PgMarketStore::LatestPrices() 
     for (const auto& r : tx.exec(
              "SELECT DISTINCT ON (gpu_model) gpu_model, clearing_micros, reserve_micros,"
              " capacity_units, used_units, pending_jobs, at_ms FROM market_rounds"
-             " ORDER BY gpu_model, at_ms DESC, id DESC")) {
+             " ORDER BY gpu_model, id DESC")) {
       RoundPrice p;
       p.gpu_model = r[0].as<std::string>();
       p.clearing = r[1].as<int64_t>();

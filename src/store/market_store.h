@@ -13,8 +13,8 @@
 
 namespace surplus::store {
 
-/// One row of market_rounds: a pool's figures as of a scheduling round. The latest row of
-/// a pool holds its current clearing price (outbid reasons quote it when read).
+/// One row of market_rounds: a pool's figures as of a scheduling round. A pool's latest row
+/// (highest id) holds its current clearing price (outbid reasons quote it when read).
 struct RoundPrice {
   std::string gpu_model;
   Micros clearing = 0;

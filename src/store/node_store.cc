@@ -44,19 +44,23 @@ bool TelemetryWriteFilter::GpuDue(const Gpu* last, const v1::GpuSample& g, int64
 }
 
 std::optional<TelemetryReport> TelemetryWriteFilter::Due(const TelemetryReport& report) const {
-  TelemetryReport out{report.node, {}, report.at_ms};
+  if (whole_ms_ < 0 || report.at_ms - whole_ms_ >= whole_every_ms_) {
+    TelemetryReport whole = report;
+    whole.whole = true;
+    return whole;
+  }
+  TelemetryReport out{report.node, {}, report.at_ms, false};
   for (const auto& g : report.telemetry.gpus()) {
     auto it = gpus_.find(g.index());
     if (GpuDue(it == gpus_.end() ? nullptr : &it->second, g, report.at_ms)) *out.telemetry.add_gpus() = g;
   }
-  if (out.telemetry.gpus_size() == 0 && heartbeat_ms_ >= 0 && report.at_ms - heartbeat_ms_ < heartbeat_every_ms_) {
-    return std::nullopt;
-  }
+  if (out.telemetry.gpus_size() == 0 && report.at_ms - heartbeat_ms_ < heartbeat_every_ms_) return std::nullopt;
   return out;
 }
 
 void TelemetryWriteFilter::Written(const TelemetryReport& written) {
   heartbeat_ms_ = written.at_ms;
+  if (written.whole) whole_ms_ = written.at_ms;
   for (const auto& g : written.telemetry.gpus()) {
     gpus_[g.index()] = Gpu{g.healthy(), g.health_reason(), g.owner_processes() > 0, g.utilization_pct(),
                            g.memory_used_mib(), written.at_ms};
@@ -65,6 +69,7 @@ void TelemetryWriteFilter::Written(const TelemetryReport& written) {
 
 void TelemetryWriteFilter::Reset() {
   heartbeat_ms_ = -1;
+  whole_ms_ = -1;
   gpus_.clear();
 }
 
@@ -231,12 +236,13 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
 std::vector<StoredNode> PgNodeStore::ReadSchedulerNodes(pqxx::transaction_base& tx, const std::string& since_xid,
                                                        std::vector<std::string>* gone) {
   std::vector<StoredNode> out;
-  // Nodes whose row or any GPU row changed since the watermark (all when there is none).
+  // Nodes whose row or any GPU row changed since the watermark (all when there is none),
+  // found through both change_xid indexes (an OR of the two would walk every node).
   const std::string filter =
       since_xid.empty()
           ? ""
-          : " WHERE n.change_xid >= " + tx.quote(since_xid) + "::xid8 OR n.name IN (SELECT node FROM gpus"
-            " WHERE change_xid >= " + tx.quote(since_xid) + "::xid8)";
+          : " WHERE n.name IN (SELECT name FROM nodes WHERE change_xid >= " + tx.quote(since_xid) +
+                "::xid8 UNION SELECT node FROM gpus WHERE change_xid >= " + tx.quote(since_xid) + "::xid8)";
   for (const auto& r : tx.exec(absl::StrCat(kNodeGpuQueryHead, filter, kNodeGpuQueryTail))) {
     const std::string name = r[0].as<std::string>();
     if (r[4].as<bool>()) {  // lost

@@ -35,6 +35,7 @@ struct TelemetryReport {
   std::string node;
   surplus::v1::Telemetry telemetry;
   int64_t at_ms = 0;
+  bool whole = true;  ///< every GPU of the node is in it (TelemetryWriteFilter may drop some)
 };
 
 /// When a GPU's telemetry is written: its health and owner state as soon as they change;
@@ -51,9 +52,14 @@ struct TelemetryWriteRule {
 /// neither GPU rows nor a heartbeat. PgNodeStore applies the same rule to what it is given.
 class TelemetryWriteFilter {
  public:
-  /// The node's heartbeat is written at least every `heartbeat_every_ms` (well inside the
-  /// time after which a silent node is lost).
-  explicit TelemetryWriteFilter(int64_t heartbeat_every_ms) : heartbeat_every_ms_(heartbeat_every_ms) {}
+  /// The node's heartbeat is written by the first report at least `heartbeat_every_ms` after
+  /// the last one written (its age can reach that plus one report interval). A report is
+  /// written whole, every GPU's state included (rows that did not change are not rewritten),
+  /// at least every `whole_every_ms`: state that a database crash lost from an unflushed
+  /// commit comes back, and figures the store declined to write (the filter remembers them
+  /// as sent) are settled.
+  TelemetryWriteFilter(int64_t heartbeat_every_ms, int64_t whole_every_ms)
+      : heartbeat_every_ms_(heartbeat_every_ms), whole_every_ms_(whole_every_ms) {}
   /// What of `report` needs writing (only GPUs that are due), or nothing. The caller
   /// writes it, then calls Written() (or Reset() if the write failed).
   std::optional<TelemetryReport> Due(const TelemetryReport& report) const;
@@ -73,7 +79,9 @@ class TelemetryWriteFilter {
   bool GpuDue(const Gpu* last, const surplus::v1::GpuSample& g, int64_t at_ms) const;
 
   const int64_t heartbeat_every_ms_;
+  const int64_t whole_every_ms_;
   int64_t heartbeat_ms_ = -1;  // -1: nothing written yet
+  int64_t whole_ms_ = -1;
   std::map<int, Gpu> gpus_;
 };
 

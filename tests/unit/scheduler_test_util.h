@@ -119,7 +119,8 @@ inline std::string Fingerprint(const Decisions& d) {
   }
   for (const PoolPrice& p : d.prices) {
     out += "C " + p.gpu_model + " " + std::to_string(p.clearing_price) + " " +
-           std::to_string(p.capacity_units) + " " + std::to_string(p.used_units) + "\n";
+           std::to_string(p.capacity_units) + " " + std::to_string(p.used_units) + " " +
+           std::to_string(p.pending_jobs) + "\n";
   }
   for (const auto& [id, r] : d.pending_reasons) out += "R " + id + " " + r.text + " " + r.outbid_model + "\n";
   for (const auto& [id, p] : d.running_prices) out += "$ " + id + " " + std::to_string(p) + "\n";
