@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <memory>
 #include <string>
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   opt.state_dir = "./surplus-worker-state";
   std::string backend_name = "sim";
   std::string owner_trace;
+  std::string nvml_library = "libnvidia-ml.so.1";
   std::string log_level = "info";
   bool log_json = false;
 
@@ -67,6 +69,8 @@ int main(int argc, char** argv) {
                  "notice given to running jobs when the worker exits")->check(CLI::Range(0, 600'000));
   app.add_option("--owner-trace", owner_trace,
                  "sim: CSV t_ms,gpu_index,busy[,xid] replaying the owner's load (and injected XID errors) from the worker's start");
+  app.add_option("--nvml-library", nvml_library,
+                 "cuda: the NVML library to load (a path, or a name the loader finds)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
   app.add_flag("--log-json", log_json, "log one JSON object per line");
   surplus::BindEnvironment(app);
@@ -104,6 +108,9 @@ int main(int argc, char** argv) {
     if (!owner_trace.empty()) spdlog::warn("--owner-trace applies to the sim backend only; ignored");
     surplus::worker::CudaBackendOptions cuda;
     cuda.state_dir = opt.state_dir;
+    cuda.nvml_library = nvml_library;
+    // NVML is read at the telemetry rate, so each report carries a fresh sample.
+    cuda.sample_interval = std::chrono::milliseconds(opt.telemetry_ms);
     auto created = surplus::worker::MakeCudaBackend(cuda);
     if (!created.ok()) {
       spdlog::error("cuda backend: {}", created.status().ToString());

@@ -133,21 +133,55 @@ class E2e : public ::testing::Test {
     return recs.empty() ? 0 : recs.back().end - recs.front().start;
   }
 
-  // The invoice as the test computes it from the raw tables: per job, the sum over usage
-  // records of gpu_ms x price in force, divided by 3,600,000 once, half to even.
+  // The invoice as the test computes it from the raw tables: each usage record is split at
+  // the price changes of its job's attempt inside it, its gpu_ms shared out by wall time
+  // (part [c, d) of [s, e) gets floor(G(d-s)/D) - floor(G(c-s)/D)), each part at the price
+  // in force at its start; per job the sum of gpu_ms x price is divided by 3,600,000 once,
+  // half to even.
   std::map<std::string, int64_t> IndependentAmounts(const std::string& period) {
+    std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> prices;  // job/attempt -> (from, price)
+    for (absl::string_view line : absl::StrSplit(
+             stack_->Sql("SELECT job_id || '/' || attempt, effective_ms, price_micros FROM job_prices"
+                         " ORDER BY 1, 2"),
+             '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, '|');
+      int64_t from = 0, price = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(f[1], &from) && absl::SimpleAtoi(f[2], &price)) << line;
+      prices[f[0]].emplace_back(from, price);
+    }
     std::map<std::string, Wide> numerators;
     const std::string rows = stack_->Sql(
-        "SELECT u.job_id, u.gpu_ms, (SELECT p.price_micros FROM job_prices p WHERE p.job_id = u.job_id"
-        " AND p.effective_ms <= greatest(u.start_ms, (SELECT min(effective_ms) FROM job_prices q WHERE"
-        " q.job_id = u.job_id)) ORDER BY p.effective_ms DESC LIMIT 1)"
-        " FROM usage_records u WHERE u.tenant_id = 'acme' AND to_char(to_timestamp(u.start_ms / 1000.0)"
+        "SELECT u.job_id, u.attempt, u.start_ms, u.end_ms, u.gpu_ms FROM usage_records u"
+        " WHERE u.tenant_id = 'acme' AND to_char(to_timestamp(u.start_ms / 1000.0)"
         " AT TIME ZONE 'UTC', 'YYYY-MM') = '" + period + "'");
     for (absl::string_view line : absl::StrSplit(rows, '\n', absl::SkipEmpty())) {
       std::vector<std::string> f = absl::StrSplit(line, '|');
-      int64_t gpu_ms = 0, price = 0;
-      EXPECT_TRUE(absl::SimpleAtoi(f[1], &gpu_ms) && absl::SimpleAtoi(f[2], &price)) << line;
-      numerators[f[0]] += static_cast<Wide>(gpu_ms) * price;
+      int64_t start = 0, end = 0, gpu_ms = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(f[2], &start) && absl::SimpleAtoi(f[3], &end) &&
+                  absl::SimpleAtoi(f[4], &gpu_ms))
+          << line;
+      const auto& history = prices[f[0] + "/" + f[1]];
+      EXPECT_FALSE(history.empty()) << "no price for " << line;
+      if (history.empty()) continue;
+      auto price_at = [&](int64_t t) {
+        int64_t p = history.front().second;  // before the first change: the first price
+        for (const auto& [from, price] : history) {
+          if (from <= t) p = price;
+        }
+        return p;
+      };
+      std::vector<int64_t> cuts = {start};
+      for (const auto& [from, price] : history) {
+        if (from > start && from < end) cuts.push_back(from);
+      }
+      cuts.push_back(end);
+      const int64_t span = end - start;
+      for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+        const Wide part = span == 0 ? Wide{gpu_ms}
+                                    : Wide{gpu_ms} * (cuts[k + 1] - start) / span -
+                                          Wide{gpu_ms} * (cuts[k] - start) / span;
+        numerators[f[0]] += part * price_at(cuts[k]);
+      }
     }
     std::map<std::string, int64_t> out;
     for (const auto& [job, num] : numerators) {
@@ -500,6 +534,111 @@ TEST_F(E2e, UnhealthyGpuFailsOrRequeuesItsJobs) {
   ASSERT_TRUE(WaitState(again, v1::JOB_STATE_RUNNING, 20000)) << Get(again).reason();
   EXPECT_EQ(Get(again).placements(0).node(), "node-y");
   EXPECT_EQ(Get(again).attempt(), 2);
+}
+
+// The cuda backend of surplus-worker on a node whose "driver" is the fake NVML library
+// (tests/gpu/fake_nvml.cc): the worker's real NVML code discovers the GPUs, tells the
+// owner's processes from its jobs', and turns an XID into an unhealthy GPU, and the
+// control plane acts on each; exec jobs on whole GPUs run, see their GPU by UUID, and are
+// metered and invoiced like any other. Only CUDA itself is absent.
+TEST_F(E2e, CudaBackendOnFakeNvmlHarvestsAndStopsOnXid) {
+#ifndef SURPLUS_FAKE_NVML_PATH
+  GTEST_SKIP() << "surplus-worker was built without the CUDA backend (no CUDA toolkit)";
+#else
+  constexpr int64_t kWindow = 1000;
+  constexpr int64_t kNotice = 2000;
+  Start("fakenvml", {"--owner-idle-window-ms", std::to_string(kWindow), "--preemption-notice-ms",
+                     std::to_string(kNotice)});
+  const std::string state = stack_->dir() + "/nvml-state.json";
+  const std::string uuid[2] = {"GPU-0d1e2f30-0000-4000-8000-000000000000",
+                               "GPU-0d1e2f30-0000-4000-8000-000000000001"};
+  // owner[i]: the owner runs a process on GPU i; xid[i]: XIDs raised on GPU i.
+  auto write_state = [&](const bool owner[2], const std::string xid[2]) {
+    std::string gpus;
+    for (int i = 0; i < 2; ++i) {
+      absl::StrAppend(&gpus, i ? "," : "", R"({"name": "NVIDIA H100 80GB HBM3", "uuid": ")", uuid[i],
+                      R"(", "memory_total_mib": 81559, "utilization": 0, "processes": [)",
+                      owner[i] ? R"({"pid": 1, "used_mib": 40000})" : "", R"(], "xids": [)", xid[i], "]}");
+    }
+    WriteFile(state + ".tmp", "{\"gpus\": [" + gpus + "]}");
+    std::filesystem::rename(state + ".tmp", state);
+  };
+  const bool idle[2] = {false, false};
+  const std::string no_xid[2] = {"", ""};
+  write_state(idle, no_xid);
+  ::setenv("SURPLUS_FAKE_NVML_STATE", state.c_str(), 1);
+  // --gpus says 1: the cuda backend counts the GPUs itself.
+  stack_->StartWorker("node-c", 1, {"--backend", "cuda", "--nvml-library", SURPLUS_FAKE_NVML_PATH});
+  ::unsetenv("SURPLUS_FAKE_NVML_STATE");
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT count(*) FROM gpus WHERE node = 'node-c'") == "2"; }, 15000))
+      << stack_->control_log();
+  EXPECT_EQ(stack_->Sql("SELECT gpu_model || ' ' || backend FROM nodes WHERE name = 'node-c'"), "H100-80GB cuda");
+  EXPECT_EQ(stack_->Sql("SELECT string_agg(uuid, ',' ORDER BY idx) FROM gpus WHERE node = 'node-c'"),
+            uuid[0] + "," + uuid[1]);
+
+  const std::vector<std::string> argv = {"/bin/sh", "-c", "echo visible=$CUDA_VISIBLE_DEVICES; sleep 120"};
+  v1::JobSpec spec = ExecSpec("requeued", argv, 1, "", 3'000'000);
+  spec.set_requeue(true);
+  const std::string a = Submit(spec);
+  const std::string b = Submit(ExecSpec("failed", argv, 1, "", 3'000'000));
+  ASSERT_TRUE(WaitState(a, v1::JOB_STATE_RUNNING, 15000)) << Get(a).reason();
+  ASSERT_TRUE(WaitState(b, v1::JOB_STATE_RUNNING, 15000)) << Get(b).reason();
+  const int ga = Get(a).placements(0).gpu_indices(0), gb = Get(b).placements(0).gpu_indices(0);
+  ASSERT_NE(ga, gb);
+  auto log_of = [&](const std::string& id) {
+    v1::GetJobLogRequest req;
+    req.set_job_id(id);
+    v1::GetJobLogResponse resp;
+    auto c = Ctx(key_);
+    stack_->Tenant()->GetJobLog(c.get(), req, &resp);
+    return resp.data();
+  };
+  // Each job sees only its own GPU, named by UUID.
+  EXPECT_TRUE(WaitFor([&] { return log_of(a).find("visible=" + uuid[ga] + "\n") != std::string::npos; }, 10000))
+      << log_of(a);
+  EXPECT_TRUE(WaitFor([&] { return log_of(b).find("visible=" + uuid[gb] + "\n") != std::string::npos; }, 10000))
+      << log_of(b);
+
+  // The owner starts a process on a's GPU: a gets its notice and is requeued; b runs on.
+  bool owner[2] = {false, false};
+  owner[ga] = true;
+  write_state(owner, no_xid);
+  ASSERT_TRUE(WaitFor([&] { return Get(a).state() == v1::JOB_STATE_PENDING; }, 20000)) << Get(a).reason();
+  const std::vector<int64_t> notices = EventTimes(*stack_, a, "preemption notice");
+  const std::vector<int64_t> requeued = EventTimes(*stack_, a, "requeued");
+  ASSERT_EQ(notices.size(), 1u);
+  ASSERT_EQ(requeued.size(), 1u);
+  EXPECT_LE(requeued[0] - notices[0], kNotice + 1000);
+  EXPECT_EQ(EventTimes(*stack_, a, "was reclaimed by its owner").size(), 2u);
+  EXPECT_EQ(Get(b).state(), v1::JOB_STATE_RUNNING);
+
+  // A hardware XID on b's GPU: the GPU is unhealthy, b fails, and nothing is placed there.
+  std::string xid[2] = {"", ""};
+  xid[gb] = "79";
+  write_state(owner, xid);
+  ASSERT_TRUE(WaitState(b, v1::JOB_STATE_FAILED, 20000)) << Get(b).reason();
+  EXPECT_NE(Get(b).reason().find("unhealthy"), std::string::npos) << Get(b).reason();
+  EXPECT_EQ(stack_->Sql("SELECT health_reason FROM gpus WHERE node = 'node-c' AND idx = " + std::to_string(gb)),
+            "critical XID 79");
+
+  // The owner leaves: after the window a runs again on its GPU, the only healthy one.
+  owner[ga] = false;
+  write_state(owner, xid);
+  ASSERT_TRUE(WaitFor([&] { return EventTimes(*stack_, a, "starting on").size() == 2; }, 20000)) << Get(a).reason();
+  ASSERT_TRUE(WaitState(a, v1::JOB_STATE_RUNNING, 10000));
+  EXPECT_EQ(Get(a).attempt(), 2);
+  EXPECT_EQ(Get(a).placements(0).gpu_indices(0), ga);
+  ASSERT_TRUE(Cancel(a).ok());
+  ASSERT_TRUE(WaitState(a, v1::JOB_STATE_CANCELLED, 20000)) << Get(a).reason();
+
+  // Metered and invoiced like any other job: each attempt ends with its final record.
+  ASSERT_TRUE(WaitFinalUsage(b, 20000)) << ReadFile(stack_->dir() + "/worker-node-c.log");
+  EXPECT_GT(ExpectTiled(b), 0);
+  const std::string finals = "SELECT string_agg(attempt::text, ',' ORDER BY attempt) FROM usage_records"
+                             " WHERE final AND job_id = '" + a + "'";
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql(finals) == "1,2"; }, 20000)) << stack_->Sql(finals);
+  ExpectInvoiceMatchesRawTables();
+#endif
 }
 
 TEST_F(E2e, CordonKeepsJobsRunningDrainGivesThemNotice) {
