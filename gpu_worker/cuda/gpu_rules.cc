@@ -92,6 +92,7 @@ std::string FormatGpuUuid(const unsigned char b[16]) {
 void ApplyHealth(const HealthInputs& in, GpuTelemetry* gpu) {
   std::vector<std::string> reasons;
   if (in.lost) reasons.push_back("GPU fell off the bus (NVML: GPU is lost)");
+  if (in.reset_required && !in.lost) reasons.push_back("GPU needs a reset (NVML: reset required)");
   if (in.critical_xid != 0) reasons.push_back(absl::StrCat("critical XID ", in.critical_xid));
   if (in.ecc_uncorrected > 0) {
     reasons.push_back(
@@ -163,6 +164,14 @@ absl::StatusOr<GreenSlicePlan> PlanGreenSlice(const SmSplit& split, int slot_sta
   if (owns_last_slot && plan.sm_count < sm_count && split.remaining_sms > 0) {
     plan.include_remaining = true;
     plan.sm_count += split.remaining_sms;
+  }
+  if (plan.sm_count < sm_count) {
+    // The driver may split into fewer groups than SMs / group size (symmetric partitions
+    // only): a slice short of its SMs would be sold for less than it is.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "GPU split into ", split.groups, " groups of ", split.group_sms, " SMs gives the ",
+        memory_slots, "-slot slice at slot ", slot_start, " only ", plan.sm_count, " of its ",
+        sm_count, " SMs"));
   }
   return plan;
 }

@@ -38,6 +38,7 @@ struct HealthInputs {
   bool lost = false;
   uint64_t ecc_uncorrected = 0;
   int critical_xid = 0;
+  bool reset_required = false;  ///< NVML answered RESET_REQUIRED
 };
 void ApplyHealth(const HealthInputs& in, GpuTelemetry* gpu);
 

@@ -135,9 +135,10 @@ GpuTelemetry NvmlTelemetry::SampleDevice(Device& d, bool full) {
   t.uuid = d.uuid;
   t.model = d.model;
   t.memory_total_mib = d.memory_total_mib;
-  bool lost = false;
-  auto note = [&lost](nvmlReturn_t rc) {
+  bool lost = false, reset_required = false;
+  auto note = [&](nvmlReturn_t rc) {
     if (rc == kNvmlErrorGpuIsLost) lost = true;
+    if (rc == kNvmlErrorResetRequired) reset_required = true;
     return rc == kNvmlSuccess;
   };
 
@@ -179,6 +180,7 @@ GpuTelemetry NvmlTelemetry::SampleDevice(Device& d, bool full) {
   }
   HealthInputs health;
   health.lost = lost;
+  health.reset_required = reset_required;
   health.ecc_uncorrected = t.ecc_uncorrected;
   {
     std::lock_guard<std::mutex> lock(state_mu_);
@@ -262,14 +264,16 @@ void NvmlTelemetry::ReadProcesses(Device& d, GpuTelemetry* out, bool* lost) {
   read(api.DeviceGetMPSComputeRunningProcesses);
 }
 
-void NvmlTelemetry::DrainEvents(unsigned int timeout_ms) {
-  if (event_set_ == nullptr) return;
+bool NvmlTelemetry::DrainEvents(unsigned int timeout_ms) {
+  if (event_set_ == nullptr) return false;
   const NvmlApi& api = nvml_->api();
   unsigned int wait = timeout_ms;
   for (;;) {
     NvmlEventData data{};
     nvmlReturn_t rc = api.EventSetWait(event_set_, &data, wait);
-    if (rc != kNvmlSuccess) return;  // timeout or error: nothing (more) to read
+    // Timeout: waited, nothing (more) to read. Any other error came back without waiting.
+    if (rc == kNvmlErrorTimeout) return true;
+    if (rc != kNvmlSuccess) return wait == 0;
     wait = 0;  // after the first event, only drain what is queued
     if ((data.eventType & kNvmlEventTypeXidCriticalError) == 0) continue;
     const int xid = static_cast<int>(data.eventData);
@@ -304,8 +308,8 @@ void NvmlTelemetry::Loop() {
           std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count();
       const unsigned int wait_ms =
           static_cast<unsigned int>(std::clamp<int64_t>(left, 1, kMaxWaitMs));
-      if (event_set_ != nullptr) {
-        DrainEvents(wait_ms);  // sleeps in the driver until an XID or the timeout
+      if (event_set_ != nullptr && DrainEvents(wait_ms)) {
+        // Slept in the driver until an XID or the timeout.
         std::lock_guard<std::mutex> lock(stop_mu_);
         if (stop_) return;
       } else {

@@ -64,8 +64,9 @@ class NvmlTelemetry {
   GpuTelemetry SampleDevice(Device& device, bool full);
   void ReadMig(Device& device, GpuTelemetry* out, bool* lost);
   void ReadProcesses(Device& device, GpuTelemetry* out, bool* lost);
-  /// Waits up to `timeout_ms` for XID events and records them; 0 only drains.
-  void DrainEvents(unsigned int timeout_ms);
+  /// Waits up to `timeout_ms` for XID events and records them; 0 only drains. False when
+  /// the wait failed without waiting (a lost GPU answers at once): sleep instead.
+  bool DrainEvents(unsigned int timeout_ms);
   void Loop();
 
   std::unique_ptr<NvmlLibrary> nvml_;

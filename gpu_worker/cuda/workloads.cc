@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -192,10 +193,16 @@ absl::StatusOr<BuiltinResult> RunGemm(const DriverApi& driver,
   const auto run_start = Clock::now();
   std::vector<GemmOutcome> outcomes(targets.size());
   std::vector<std::thread> threads;
+  // One thread per GPU; the caller's callback sees one line at a time.
+  std::mutex log_mu;
+  const LogFn locked_log = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    log(line);
+  };
   for (size_t i = 0; i < targets.size(); ++i) {
     threads.emplace_back([&, i] {
       outcomes[i].status =
-          RunGemmOnTarget(driver, targets[i], options, stop, log, run_start, &outcomes[i]);
+          RunGemmOnTarget(driver, targets[i], options, stop, locked_log, run_start, &outcomes[i]);
     });
   }
   for (auto& t : threads) t.join();

@@ -216,6 +216,15 @@ TEST(GreenPlan, RejectsBadPlacements) {
   EXPECT_FALSE(PlanGreenSlice(SmSplit{}, 0, 1, 16, false).ok());
 }
 
+TEST(GreenPlan, ASplitTooCoarseForTheSliceIsAnErrorNotFewerSms) {
+  // 10 groups of 8: one group per slot, so a 1g slice would get 8 of its 16 SMs.
+  auto plan = PlanGreenSlice(SmSplit{10, 8, 52}, 0, 1, 16, false);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(plan.status().message(),
+            "GPU split into 10 groups of 8 SMs gives the 1-slot slice at slot 0 only 8 of its 16 SMs");
+}
+
 TEST(SliceMaskTest, UsesPlacementTable) {
   SliceRequest r;
   r.slice_profile = "3g.40gb";

@@ -15,6 +15,7 @@
 //      "memory_total_mib": 81559, "memory_used_mib": 0,
 //      "utilization": 0, "temperature": 35, "power_mw": 70000, "ecc_uncorrected": 0,
 //      "lost": false,                          // every query answers GPU_IS_LOST
+//      "reset_required": false,                // every query answers RESET_REQUIRED
 //      "unsupported": ["power", ...],          // utilization, temperature, power, ecc,
 //                                              // mig, processes, events: NOT_SUPPORTED
 //      "mig_mode": false,
@@ -72,7 +73,7 @@ struct Gpu {
   std::string name, uuid;
   unsigned long long memory_total_mib = 0, memory_used_mib = 0, ecc_uncorrected = 0;
   unsigned int utilization = 0, temperature = 0, power_mw = 0;
-  bool lost = false, mig_mode = false;
+  bool lost = false, reset_required = false, mig_mode = false;
   std::vector<std::string> unsupported;
   std::vector<Mig> mig;
   std::vector<Process> processes, mps_processes;
@@ -138,6 +139,7 @@ int ReloadLocked() {
     gpu.power_mw = g.value("power_mw", 70000u);
     gpu.ecc_uncorrected = g.value("ecc_uncorrected", 0ULL);
     gpu.lost = g.value("lost", false);
+    gpu.reset_required = g.value("reset_required", false);
     gpu.mig_mode = g.value("mig_mode", false);
     gpu.unsupported = g.value("unsupported", std::vector<std::string>{});
     for (const auto& m : g.value("mig", nlohmann::json::array())) {
@@ -178,6 +180,7 @@ const Gpu* Lookup(nvmlDevice_t device, const DeviceSlot** slot_out = nullptr) {
   const Gpu* gpu = Lookup(device, &slot);                                    \
   if (gpu == nullptr) return kInvalidArgument;                               \
   if (gpu->lost) return surplus::worker::kNvmlErrorGpuIsLost;                \
+  if (gpu->reset_required) return surplus::worker::kNvmlErrorResetRequired;  \
   if (feature != nullptr && gpu->Unsupported(feature)) {                     \
     return surplus::worker::kNvmlErrorNotSupported;                          \
   }                                                                          \
@@ -251,6 +254,7 @@ __attribute__((visibility("default"))) const char* nvmlErrorString(nvmlReturn_t 
     case kDriverNotLoaded: return "Driver Not Loaded";
     case surplus::worker::kNvmlErrorTimeout: return "Timeout";
     case surplus::worker::kNvmlErrorGpuIsLost: return "GPU is lost";
+    case surplus::worker::kNvmlErrorResetRequired: return "Reset Required";
     default: return "Unknown Error";
   }
 }
@@ -483,6 +487,10 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlEventSetWait_v2(nvmlEven
       std::lock_guard<std::mutex> lock(g_mu);
       if (!g_initialized) return kUninitialized;
       ReloadLocked();
+      // As the driver does: a lost GPU in the set fails the wait at once.
+      for (size_t i = 0; i < g_gpus.size() && i < static_cast<size_t>(g_count); ++i) {
+        if (g_events_registered[i] && g_gpus[i].lost) return surplus::worker::kNvmlErrorGpuIsLost;
+      }
       for (size_t i = 0; i < g_gpus.size() && i < static_cast<size_t>(g_count); ++i) {
         if (!g_events_registered[i] || g_xids_delivered[i] >= g_gpus[i].xids.size()) continue;
         data->device = reinterpret_cast<nvmlDevice_t>(&g_devices[i]);

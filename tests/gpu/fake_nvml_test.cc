@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -268,6 +270,14 @@ TEST_F(FakeNvmlTest, EccErrorsAndALostGpuAreUnhealthyAndRefuseSlices) {
   // Its static facts survive: the control plane still knows which GPU it was.
   EXPECT_EQ((*gpus)[1].uuid, H100(1)["uuid"]);
 
+  state_["gpus"][0]["ecc_uncorrected"] = 0;
+  state_["gpus"][0]["reset_required"] = true;
+  Write();
+  gpus = b->Sample();
+  ASSERT_TRUE(gpus.ok());
+  EXPECT_FALSE((*gpus)[0].healthy);
+  EXPECT_EQ((*gpus)[0].health_reason, "GPU needs a reset (NVML: reset required)");
+
   SliceRequest r;
   r.job_id = "j";
   r.gpu_indices = {1};
@@ -351,6 +361,24 @@ TEST_F(FakeNvmlTest, MigInstancesAreTheSlicesAndGeometryIsNeverChanged) {
   SliceRequest builtin = slice("c", "1g.10gb", 2, 1);
   builtin.exec = false;
   EXPECT_EQ(b->PrepareSlice(builtin).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(FakeNvmlTest, ALostGpuDoesNotSpinTheSampler) {
+  auto t = Telemetry(/*interval_ms=*/50);
+  ASSERT_NE(t, nullptr);
+  state_["gpus"][1]["lost"] = true;  // its event wait now fails at once
+  Write();
+  ASSERT_TRUE(Eventually([&] { return !t->Latest()[1].healthy; }, 3000));
+  timespec before{}, after{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &before);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &after);
+  const double cpu_s = static_cast<double>(after.tv_sec - before.tv_sec) +
+                       static_cast<double>(after.tv_nsec - before.tv_nsec) / 1e9;
+  // 20 samples of 2 GPUs cost milliseconds; a sampler retrying the wait burns the second.
+  EXPECT_LT(cpu_s, 0.25);
+  EXPECT_FALSE(t->Latest()[1].healthy);
+  EXPECT_TRUE(t->Latest()[0].healthy);
 }
 
 TEST_F(FakeNvmlTest, SamplerKeepsItsRate) {
