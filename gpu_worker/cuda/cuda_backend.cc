@@ -122,12 +122,16 @@ absl::Status CudaBackend::Impl::EnsureCudaLocked() {
     if (cudaGetDeviceProperties(&prop, ordinal) != cudaSuccess) continue;
     const std::string uuid =
         FormatGpuUuid(reinterpret_cast<const unsigned char*>(prop.uuid.bytes));
+    bool ours = false;
     for (const GpuTelemetry& g : discovered) {
       if (g.uuid != uuid) continue;
       cuda_ordinal[g.index] = ordinal;
       total_sms[g.index] = prop.multiProcessorCount;
+      ours = !g.mig_enabled;
     }
-    if (options.init_cuda) {
+    // A context holds device memory: none on a MIG instance (CUDA lists those, not their
+    // GPU, and they are tenants' slices) or on a device that is not one of the node's GPUs.
+    if (options.init_cuda && ours) {
       // Creates the primary context now rather than on the first job.
       cudaSetDevice(ordinal);
       cudaFree(nullptr);

@@ -153,7 +153,8 @@ GpuTelemetry NvmlTelemetry::SampleDevice(Device& d, bool full) {
       t.mig_enabled = current == kNvmlDeviceMigEnable;
     }
   }
-  if (t.mig_enabled) ReadMig(d, &t, &lost);
+  std::vector<nvmlDevice_t> mig_handles;
+  if (t.mig_enabled) ReadMig(d, &t, &lost, &mig_handles);
   if (full) {
     if (api.DeviceGetUtilizationRates != nullptr) {
       NvmlUtilization u{};
@@ -176,7 +177,9 @@ GpuTelemetry NvmlTelemetry::SampleDevice(Device& d, bool full) {
                                          kNvmlVolatileEcc, &ecc))) {
       t.ecc_uncorrected = ecc;
     }
-    ReadProcesses(d, &t, &lost);
+    ReadProcesses(d.handle, &t, &lost);
+    // Without privileges the GPU of a MIG node lists nothing; its instances list their own.
+    for (nvmlDevice_t mig : mig_handles) ReadProcesses(mig, &t, &lost);
   }
   HealthInputs health;
   health.lost = lost;
@@ -191,7 +194,8 @@ GpuTelemetry NvmlTelemetry::SampleDevice(Device& d, bool full) {
   return t;
 }
 
-void NvmlTelemetry::ReadMig(Device& d, GpuTelemetry* out, bool* lost) {
+void NvmlTelemetry::ReadMig(Device& d, GpuTelemetry* out, bool* lost,
+                            std::vector<nvmlDevice_t>* handles) {
   const NvmlApi& api = nvml_->api();
   if (api.DeviceGetMaxMigDeviceCount == nullptr || api.DeviceGetMigDeviceHandleByIndex == nullptr) {
     return;
@@ -205,6 +209,7 @@ void NvmlTelemetry::ReadMig(Device& d, GpuTelemetry* out, bool* lost) {
   for (unsigned int i = 0; i < max_count; ++i) {
     nvmlDevice_t mig = nullptr;
     if (api.DeviceGetMigDeviceHandleByIndex(d.handle, i, &mig) != kNvmlSuccess) continue;
+    handles->push_back(mig);
     MigInstance inst;
     char uuid[kNvmlDeviceUuidBufferSize] = {};
     if (api.DeviceGetUUID(mig, uuid, sizeof(uuid)) == kNvmlSuccess) inst.uuid = uuid;
@@ -231,14 +236,14 @@ void NvmlTelemetry::ReadMig(Device& d, GpuTelemetry* out, bool* lost) {
             [](const MigInstance& a, const MigInstance& b) { return a.slot_start < b.slot_start; });
 }
 
-void NvmlTelemetry::ReadProcesses(Device& d, GpuTelemetry* out, bool* lost) {
+void NvmlTelemetry::ReadProcesses(nvmlDevice_t handle, GpuTelemetry* out, bool* lost) {
   const NvmlApi& api = nvml_->api();
   auto read = [&](nvmlReturn_t (*fn)(nvmlDevice_t, unsigned int*, NvmlProcessInfo*)) {
     if (fn == nullptr) return;
     std::vector<NvmlProcessInfo> infos(32);
     for (int attempt = 0; attempt < 4; ++attempt) {
       unsigned int count = static_cast<unsigned int>(infos.size());
-      nvmlReturn_t rc = fn(d.handle, &count, infos.data());
+      nvmlReturn_t rc = fn(handle, &count, infos.data());
       if (rc == kNvmlErrorInsufficientSize) {
         infos.resize(std::max<size_t>(count + 16, infos.size() * 2));
         continue;

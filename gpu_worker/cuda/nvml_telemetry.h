@@ -62,8 +62,10 @@ class NvmlTelemetry {
   NvmlTelemetry(std::unique_ptr<NvmlLibrary> nvml, const NvmlTelemetryOptions& options);
   absl::Status Init();
   GpuTelemetry SampleDevice(Device& device, bool full);
-  void ReadMig(Device& device, GpuTelemetry* out, bool* lost);
-  void ReadProcesses(Device& device, GpuTelemetry* out, bool* lost);
+  /// MIG instances into `out`, and their device handles into `handles`.
+  void ReadMig(Device& device, GpuTelemetry* out, bool* lost, std::vector<nvmlDevice_t>* handles);
+  /// Compute and MPS processes of `handle` (a GPU or a MIG device) into `out`, once each.
+  void ReadProcesses(nvmlDevice_t handle, GpuTelemetry* out, bool* lost);
   /// Waits up to `timeout_ms` for XID events and records them; 0 only drains. False when
   /// the wait failed without waiting (a lost GPU answers at once): sleep instead.
   bool DrainEvents(unsigned int timeout_ms);

@@ -19,7 +19,8 @@
 //      "unsupported": ["power", ...],          // utilization, temperature, power, ecc,
 //                                              // mig, processes, events: NOT_SUPPORTED
 //      "mig_mode": false,
-//      "mig": [{"uuid": "MIG-...", "profile": "3g.40gb", "gi_id": 1, "start": 0, "size": 4}],
+//      "mig": [{"uuid": "MIG-...", "profile": "3g.40gb", "gi_id": 1, "start": 0, "size": 4,
+//               "processes": [...]}],           // listed by the MIG device's handle only
 //      "processes": [{"pid": 123, "used_mib": 1024}], "mps_processes": [...],
 //      "xids": [79]}]}                         // every XID ever raised, oldest first; each
 //                                              // is delivered once by nvmlEventSetWait
@@ -68,6 +69,7 @@ struct Process {
 struct Mig {
   std::string uuid, profile;
   unsigned int gi_id = 0, start = 0, size = 0;
+  std::vector<Process> processes;
 };
 struct Gpu {
   std::string name, uuid;
@@ -144,7 +146,8 @@ int ReloadLocked() {
     gpu.unsupported = g.value("unsupported", std::vector<std::string>{});
     for (const auto& m : g.value("mig", nlohmann::json::array())) {
       gpu.mig.push_back({m.value("uuid", ""), m.value("profile", ""), m.value("gi_id", 0u),
-                         m.value("start", 0u), m.value("size", 0u)});
+                         m.value("start", 0u), m.value("size", 0u),
+                         ParseProcesses(m.value("processes", nlohmann::json::array()))});
     }
     if (gpu.mig.size() > kMaxMig) gpu.mig.resize(kMaxMig);
     gpu.processes = ParseProcesses(g.value("processes", nlohmann::json::array()));
@@ -428,12 +431,18 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlGpuInstanceGetInfo(
 __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(
     nvmlDevice_t device, unsigned int* count, NvmlProcessInfo* infos) {
   FAKE_DEVICE(device, "processes");
+  if (slot->mig >= 0) {
+    const size_t m = static_cast<size_t>(slot->mig);
+    if (m >= gpu->mig.size()) return surplus::worker::kNvmlErrorNotFound;
+    return ListProcesses(gpu->mig[m].processes, count, infos);
+  }
   return ListProcesses(gpu->processes, count, infos);
 }
 
 __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(
     nvmlDevice_t device, unsigned int* count, NvmlProcessInfo* infos) {
   FAKE_DEVICE(device, "processes");
+  if (slot->mig >= 0) return ListProcesses({}, count, infos);
   return ListProcesses(gpu->mps_processes, count, infos);
 }
 

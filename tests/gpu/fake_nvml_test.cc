@@ -316,7 +316,7 @@ TEST_F(FakeNvmlTest, MigInstancesAreTheSlicesAndGeometryIsNeverChanged) {
   state_["gpus"][0]["mig_mode"] = true;
   state_["gpus"][0]["mig"] = {
       {{"uuid", "MIG-aaaaaaaa-0000-0000-0000-000000000004"}, {"profile", "3g.40gb"}, {"gi_id", 2},
-       {"start", 4}, {"size", 4}},
+       {"start", 4}, {"size", 4}, {"processes", {{{"pid", 4242}, {"used_mib", 30000}}}}},
       {{"uuid", "MIG-aaaaaaaa-0000-0000-0000-000000000000"}, {"profile", "2g.20gb"}, {"gi_id", 3},
        {"start", 0}, {"size", 2}},
       {{"uuid", "MIG-aaaaaaaa-0000-0000-0000-000000000002"}, {"profile", "1g.10gb"}, {"gi_id", 9},
@@ -337,6 +337,11 @@ TEST_F(FakeNvmlTest, MigInstancesAreTheSlicesAndGeometryIsNeverChanged) {
   EXPECT_EQ(g.mig_instances[2].profile, "3g.40gb");
   EXPECT_EQ(g.mig_instances[2].slot_start, 4);
   EXPECT_FALSE((*gpus)[1].mig_enabled);
+  // The owner's process on an instance is seen through the instance's own handle (the
+  // GPU's handle lists nothing without privileges).
+  ASSERT_EQ(g.processes.size(), 1u);
+  EXPECT_EQ(g.processes[0].pid, 4242);
+  EXPECT_EQ(g.processes[0].used_memory_mib, 30000);
 
   auto slice = [](const std::string& job, const std::string& profile, int start, int units) {
     SliceRequest r;
