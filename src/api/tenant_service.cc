@@ -212,15 +212,10 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (absl::Status s = ValidateShape(req->shape(), req->gpu_model(), ctx_.config.limits, "shape"); !s.ok()) {
       return s;
     }
-    if (req->tier() == v1::TIER_UNSPECIFIED || !v1::Tier_IsValid(req->tier())) {
-      return absl::InvalidArgumentError("tier: must be TIER_SPOT or TIER_ON_DEMAND");
-    }
-    if (req->bid_micros_per_gpu_hour() < 0 || req->bid_micros_per_gpu_hour() > ctx_.config.limits.max_bid) {
-      return absl::InvalidArgumentError("bid_micros_per_gpu_hour: out of range");
-    }
-    if (req->max_runtime_seconds() < 0 || req->max_runtime_seconds() > ctx_.config.limits.max_runtime_seconds) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("max_runtime_seconds: must be 0 (no limit) to ", ctx_.config.limits.max_runtime_seconds));
+    if (absl::Status s = ValidateTerms(req->tier(), req->bid_micros_per_gpu_hour(),
+                                       req->max_runtime_seconds(), ctx_.config.limits, "");
+        !s.ok()) {
+      return s;
     }
     std::unique_lock<std::timed_mutex> lock(quote_mu_, std::defer_lock);
     if (!lock.try_lock_for(std::chrono::seconds(2))) {

@@ -70,6 +70,24 @@ absl::Status ValidateShape(const v1::Shape& shape, const std::string& gpu_model,
   }
 }
 
+absl::Status ValidateTerms(v1::Tier tier, int64_t bid, int64_t max_runtime_seconds,
+                           const Limits& limits, const std::string& prefix) {
+  if (!v1::Tier_IsValid(tier) || tier == v1::TIER_UNSPECIFIED) {
+    return Bad(prefix + "tier", "must be TIER_SPOT or TIER_ON_DEMAND");
+  }
+  const std::string bid_field = prefix + "bid_micros_per_gpu_hour";
+  if (bid < 0) return Bad(bid_field, "must not be negative");
+  if (bid > limits.max_bid) {
+    return Bad(bid_field, absl::StrCat("above the maximum of ", limits.max_bid, " micro-dollars per GPU-hour"));
+  }
+  if (tier == v1::TIER_SPOT && bid == 0) return Bad(bid_field, "a spot job needs a bid above zero");
+  if (max_runtime_seconds < 0 || max_runtime_seconds > limits.max_runtime_seconds) {
+    return Bad(prefix + "max_runtime_seconds",
+               absl::StrCat("must be 0 (no limit) to ", limits.max_runtime_seconds));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const Limits& limits) {
   if (spec.request_id().empty()) return Bad("spec.request_id", "required (a client-chosen idempotency key)");
   if (spec.request_id().size() > limits.max_request_id_bytes || !IsPrintable(spec.request_id())) {
@@ -79,21 +97,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const Limits& limits) {
   if (spec.name().size() > limits.max_name_bytes || !IsPrintable(spec.name())) {
     return Bad("spec.name", absl::StrCat("at most ", limits.max_name_bytes, " printable characters"));
   }
-  if (!v1::Tier_IsValid(spec.tier()) || spec.tier() == v1::TIER_UNSPECIFIED) {
-    return Bad("spec.tier", "must be TIER_SPOT or TIER_ON_DEMAND");
-  }
-  if (spec.bid_micros_per_gpu_hour() < 0) {
-    return Bad("spec.bid_micros_per_gpu_hour", "must not be negative");
-  }
-  if (spec.bid_micros_per_gpu_hour() > limits.max_bid) {
-    return Bad("spec.bid_micros_per_gpu_hour",
-               absl::StrCat("above the maximum of ", limits.max_bid, " micro-dollars per GPU-hour"));
-  }
-  if (spec.tier() == v1::TIER_SPOT && spec.bid_micros_per_gpu_hour() == 0) {
-    return Bad("spec.bid_micros_per_gpu_hour", "a spot job needs a bid above zero");
-  }
-  if (spec.max_runtime_seconds() < 0 || spec.max_runtime_seconds() > limits.max_runtime_seconds) {
-    return Bad("spec.max_runtime_seconds", absl::StrCat("must be 0 (no limit) to ", limits.max_runtime_seconds));
+  if (absl::Status s = ValidateTerms(spec.tier(), spec.bid_micros_per_gpu_hour(),
+                                     spec.max_runtime_seconds(), limits, "spec.");
+      !s.ok()) {
+    return s;
   }
   if (absl::Status s = ValidateShape(spec.shape(), spec.gpu_model(), limits, "spec.shape"); !s.ok()) return s;
   const v1::Workload& w = spec.workload();

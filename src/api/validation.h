@@ -28,6 +28,11 @@ struct Limits {
 absl::Status ValidateShape(const surplus::v1::Shape& shape, const std::string& gpu_model,
                            const Limits& limits, const std::string& field);
 absl::Status ValidateJobSpec(const surplus::v1::JobSpec& spec, const Limits& limits);
+/// Tier, bid and maximum runtime, as a job spec (field names after `prefix`, e.g. "spec.")
+/// and a quote both carry them: a quote accepts what a submit would.
+absl::Status ValidateTerms(surplus::v1::Tier tier, int64_t bid_micros_per_gpu_hour,
+                           int64_t max_runtime_seconds, const Limits& limits,
+                           const std::string& prefix);
 absl::Status ValidateTenantId(const std::string& id, const std::string& field);
 /// Node names travel in lists (placements, nudges), so they hold no separators.
 absl::Status ValidateNodeName(const std::string& name, const std::string& field);

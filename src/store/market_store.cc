@@ -41,10 +41,20 @@ absl::StatusOr<std::map<std::string, RoundPrice>> PgMarketStore::LatestPrices() 
   std::map<std::string, RoundPrice> out;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     out.clear();
+    // A few index probes per pool (market_rounds_model_id), not a pass over the history:
+    // the models are walked as a loose index scan, then each one's latest row is read. The
+    // range (not "=") keeps the planner off a backward scan of the primary key filtered by
+    // model, which walks every later row of the other pools to reach a quiet pool's last
+    // one (BENCHMARKS.md, "Latest price per pool").
     for (const auto& r : tx.exec(
-             "SELECT DISTINCT ON (gpu_model) gpu_model, clearing_micros, reserve_micros,"
-             " capacity_units, used_units, pending_jobs, at_ms FROM market_rounds"
-             " ORDER BY gpu_model, id DESC")) {
+             "WITH RECURSIVE models(m) AS ("
+             " SELECT min(gpu_model) FROM market_rounds"
+             " UNION ALL SELECT (SELECT min(gpu_model) FROM market_rounds WHERE gpu_model > m)"
+             " FROM models WHERE m IS NOT NULL)"
+             " SELECT r.gpu_model, r.clearing_micros, r.reserve_micros, r.capacity_units,"
+             " r.used_units, r.pending_jobs, r.at_ms FROM models, LATERAL (SELECT * FROM market_rounds"
+             " WHERE gpu_model >= models.m AND gpu_model <= models.m"
+             " ORDER BY gpu_model DESC, id DESC LIMIT 1) r WHERE models.m IS NOT NULL")) {
       RoundPrice p;
       p.gpu_model = r[0].as<std::string>();
       p.clearing = r[1].as<int64_t>();

@@ -269,6 +269,8 @@ TEST_F(ApiTest, BadFieldsAreInvalidArgumentNamingTheField) {
       {"max_runtime_seconds", [](v1::GetQuoteRequest* q) { q->set_max_runtime_seconds(-1); }},
       {"max_runtime_seconds", [](v1::GetQuoteRequest* q) { q->set_max_runtime_seconds(int64_t{1} << 40); }},
       {"bid_micros_per_gpu_hour", [](v1::GetQuoteRequest* q) { q->set_bid_micros_per_gpu_hour(-1); }},
+      // As SubmitJob: a spot bid of zero is refused, not quoted as starting for free.
+      {"a spot job needs a bid above zero", [](v1::GetQuoteRequest* q) { q->set_bid_micros_per_gpu_hour(0); }},
       {"slice_profile", [](v1::GetQuoteRequest* q) { q->mutable_shape()->set_slice_profile("5g.50gb"); }},
       {"tier", [](v1::GetQuoteRequest* q) { q->set_tier(v1::TIER_UNSPECIFIED); }},
   };

@@ -333,6 +333,47 @@ TEST_F(FeedTest, OldMarketPriceRowsArePruned) {
   EXPECT_EQ(*market.PruneRounds(6'000), 0);
 }
 
+TEST_F(FeedTest, LatestPricesAreEachPoolsLastRowByInsertion) {
+  store::PgMarketStore market(*pool_);
+  auto empty = market.LatestPrices();
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+  auto row = [](const std::string& model, Micros clearing, int64_t at_ms, int pending) {
+    store::RoundPrice p;
+    p.gpu_model = model;
+    p.clearing = clearing;
+    p.reserve = 100;
+    p.capacity_units = 56;
+    p.used_units = 7;
+    p.pending_jobs = pending;
+    p.at_ms = at_ms;
+    return p;
+  };
+  // A100 goes quiet early; H100 and H200 interleave; H200's last row carries an earlier
+  // clock (another leader's) and still wins, being the last written.
+  ASSERT_TRUE(market.RecordRound({row("A100-80GB", 1'500'000, 1'000, 3)}).ok());
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(market.RecordRound({row("H100-80GB", 2'000'000 + i, 2'000 + i, i),
+                                    row("H200-141GB", 3'000'000 + i, 2'000 + i, i)})
+                    .ok());
+  }
+  ASSERT_TRUE(market.RecordRound({row("H200-141GB", 3'999'999, 50, 9)}).ok());
+  auto latest = market.LatestPrices();
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  ASSERT_EQ(latest->size(), 3u);
+  const store::RoundPrice& a = latest->at("A100-80GB");
+  EXPECT_EQ(a.clearing, 1'500'000);
+  EXPECT_EQ(a.reserve, 100);
+  EXPECT_EQ(a.capacity_units, 56);
+  EXPECT_EQ(a.used_units, 7);
+  EXPECT_EQ(a.pending_jobs, 3);
+  EXPECT_EQ(a.at_ms, 1'000);
+  EXPECT_EQ(latest->at("H100-80GB").clearing, 2'000'199);
+  EXPECT_EQ(latest->at("H100-80GB").pending_jobs, 199);
+  EXPECT_EQ(latest->at("H200-141GB").clearing, 3'999'999);
+  EXPECT_EQ(latest->at("H200-141GB").at_ms, 50);
+}
+
 TEST_F(FeedTest, ATransactionThatCommitsAfterAReadIsSeenByTheNext) {
   store::PgSchedulerFeed feed(*pool_);
   ASSERT_TRUE(feed.ReadAll().ok());
