@@ -6,6 +6,8 @@ set(body "// Generated from migrations/*.sql. Do not edit.\n#include \"src/store
 foreach(f ${files})
   get_filename_component(name ${f} NAME_WE)
   string(REGEX MATCH "^[0-9]+" version ${name})
+  # As a decimal literal: a leading 0 would make C++ read "0008" as a (bad) octal number.
+  math(EXPR version "${version}" OUTPUT_FORMAT DECIMAL)
   file(READ ${f} sql)
   string(APPEND body "    {${version}, \"${name}\", R\"surplus_sql(${sql})surplus_sql\"},\n")
 endforeach()

@@ -60,6 +60,10 @@ Snapshot Build(Bytes& in) {
       v.owner_busy = in.Pick(6) == 0;
       v.offerable = in.Pick(6) != 0;
       v.healthy = in.Pick(10) != 0;
+      if (in.Pick(6) == 0) {  // MIG mode; instances may be invalid, overlapping or repeated
+        v.mig = true;
+        for (int k = in.Pick(4); k > 0; --k) v.mig_slices.emplace_back(kProfiles[in.Pick(8)], in.Pick(9) - 1);
+      }
       node.gpus.push_back(v);
     }
     s.nodes.push_back(node);

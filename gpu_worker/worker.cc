@@ -1156,6 +1156,19 @@ struct Worker::Impl {
       d->set_uuid(g.uuid);
       d->set_memory_total_mib(g.memory_total_mib);
       d->set_mig_enabled(g.mig_enabled);
+      for (const MigInstance& m : g.mig_instances) {
+        // An instance whose placement NVML would not tell cannot be matched to one the
+        // scheduler assigns: it is not offered.
+        if (m.profile.empty() || m.slot_start < 0) {
+          spdlog::warn("GPU {}: MIG instance {} ({}) has no known placement; not offered", g.index, m.uuid,
+                       m.profile);
+          continue;
+        }
+        v1::MigSlice* s = d->add_mig_slices();
+        s->set_profile(m.profile);
+        s->set_slot_start(m.slot_start);
+        s->set_uuid(m.uuid);
+      }
     }
     grpc::ClientContext ctx;
     AddBearer(&ctx, options.api_key);

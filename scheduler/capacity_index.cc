@@ -21,6 +21,7 @@ int CapacityIndex::AddPool(const GpuModel* model) {
   assert(pool.table != nullptr);
   pool.fw_nodes.resize(1);
   pool.b.assign(1, 0);
+  pool.fixed_free.resize(model->profiles.size());
   pools_.push_back(std::move(pool));
   const int id = static_cast<int>(pools_.size()) - 1;
   SetShapeWeights(id, ShapeWeights{});
@@ -90,8 +91,40 @@ void CapacityIndex::SetHeld(int gpu, uint8_t held) {
   Reindex(gpu);
 }
 
+void CapacityIndex::SetFixedSlices(int gpu, std::vector<std::pair<int, int>> instances) {
+  Gpu& g = gpus_[gpu];
+  const bool was_usable = g.usable;
+  SetUsable(gpu, false);  // out of every bucket and set
+  g.fixed = true;
+  g.instances = std::move(instances);
+  g.fixed_free = 0;
+  SetUsable(gpu, was_usable);
+}
+
+bool CapacityIndex::Allows(int gpu, int profile, int start) const {
+  const Gpu& g = gpus_[gpu];
+  if (!g.fixed) return true;
+  return std::find(g.instances.begin(), g.instances.end(), std::make_pair(profile, start)) !=
+         g.instances.end();
+}
+
 void CapacityIndex::Reindex(int gpu) {
   Gpu& g = gpus_[gpu];
+  if (g.fixed) {
+    const uint8_t free =
+        (g.usable && !g.reserved) ? static_cast<uint8_t>(~(g.used | g.held)) : uint8_t{0};
+    if (free == g.fixed_free) return;
+    Pool& pool = pools_[nodes_[g.node].pool];
+    const GpuModel& model = *pool.table->model;
+    for (const auto& [profile, start] : g.instances) {
+      const uint8_t m = model.profiles[profile].MaskAt(start);
+      const bool was = (g.fixed_free & m) == m, is = (free & m) == m;
+      if (was && !is) pool.fixed_free[profile].erase({gpu, start});
+      if (is && !was) pool.fixed_free[profile].insert({gpu, start});
+    }
+    g.fixed_free = free;
+    return;
+  }
   const uint8_t key = (g.usable && !g.reserved) ? static_cast<uint8_t>(~(g.used | g.held)) : 0;
   if (key == g.key) return;
   const int node = g.node;
@@ -221,6 +254,12 @@ std::optional<int> CapacityIndex::BestFullFreeNode(const Pool& pool,
 
 std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, int profile) const {
   const Pool& pool = pools_[pool_id];
+  // A free MIG instance of the profile first: it can serve nothing else, and taking it
+  // fragments nothing.
+  if (!pool.fixed_free[profile].empty()) {
+    const auto& [gpu, start] = *pool.fixed_free[profile].begin();
+    return SlicePick{gpu, start};
+  }
   std::optional<SlicePick> best;
   switch (policy_) {
     case PackPolicy::kFirstFit:

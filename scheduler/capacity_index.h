@@ -10,6 +10,8 @@
 //   - a GPU with free mask f != 0 is in exactly bucket f of its pool, else in none;
 //   - a node with w >= 1 fully free GPUs is in fw_nodes[w] of its pool (and of its
 //     fabric when it has one), else in none.
+// A GPU with a fixed geometry (MIG mode: SetFixedSlices) is in no bucket and never fully
+// free; each of its instances whose slots are free is in fixed_free[profile] instead.
 
 #include <array>
 #include <cstdint>
@@ -74,6 +76,13 @@ class CapacityIndex {
   void SetReserved(int gpu, bool reserved);
   void SetUsed(int gpu, uint8_t used);
   void SetHeld(int gpu, uint8_t held);
+  /// Fixes the GPU's geometry (a GPU in MIG mode): only the listed (profile, start)
+  /// instances are offered, and never the GPU whole. Instances must not overlap.
+  void SetFixedSlices(int gpu, std::vector<std::pair<int, int>> instances);
+  bool Fixed(int gpu) const { return gpus_[gpu].fixed; }
+  /// Whether a slice of `profile` at `start` may be placed on the GPU at all (always, unless
+  /// its geometry is fixed and that is not one of its instances).
+  bool Allows(int gpu, int profile, int start) const;
   bool Usable(int gpu) const { return gpus_[gpu].usable; }
   bool Reserved(int gpu) const { return gpus_[gpu].reserved; }
   uint8_t Used(int gpu) const { return gpus_[gpu].used; }
@@ -111,6 +120,9 @@ class CapacityIndex {
     uint8_t key = 0;  // indexed free mask
     bool usable = false;
     bool reserved = false;
+    bool fixed = false;
+    uint8_t fixed_free = 0;                      // free slots last indexed (fixed GPUs)
+    std::vector<std::pair<int, int>> instances;  // (profile, start) of a fixed GPU
   };
   struct Node {
     int pool = -1;
@@ -135,6 +147,7 @@ class CapacityIndex {
     std::array<int64_t, 256> a{};  // per-GPU fragmentation term by free mask
     std::vector<int64_t> b;        // node term by fully free GPU count
     std::vector<std::vector<Candidate>> candidates;  // per profile, best first
+    std::vector<std::set<std::pair<int, int>>> fixed_free;  // per profile: (gpu, start)
     ShapeWeights weights;
   };
 

@@ -124,6 +124,26 @@ void IncrementalScheduler::SetMarket(const MarketConfig& market) {
   }
 }
 
+std::vector<std::pair<int, int>> IncrementalScheduler::ResolveMigSlices(int pool,
+                                                                      const GpuView& gpu) const {
+  std::vector<std::pair<int, int>> out;
+  if (!gpu.mig || pool < 0) return out;
+  const GpuModel& model = index_.Model(pool);
+  uint8_t taken = 0;
+  for (const auto& [name, start] : gpu.mig_slices) {
+    for (size_t p = 0; p < model.profiles.size(); ++p) {
+      const SliceProfile& prof = model.profiles[p];
+      if (prof.name != name || prof.IsWholeGpu()) continue;
+      if (std::find(prof.starts.begin(), prof.starts.end(), start) == prof.starts.end()) continue;
+      if ((prof.MaskAt(start) & taken) != 0) continue;  // overlapping: not a real geometry
+      taken |= prof.MaskAt(start);
+      out.emplace_back(static_cast<int>(p), start);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 void IncrementalScheduler::UpsertNode(const NodeView& view) {
   int id = NodeId(view.id);
   std::vector<int> displaced;
@@ -132,9 +152,12 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
     bool same = rec.live && rec.view.gpu_model == view.gpu_model && rec.view.fabric == view.fabric &&
                 rec.pool >= 0 && index_.NodeGpuCount(rec.index_node) == static_cast<int>(view.gpus.size());
     if (same) {
+      // A GPU entering or leaving MIG mode, or a new geometry, is a new shape.
       const int first = index_.NodeFirstGpu(rec.index_node);
       for (size_t i = 0; i < view.gpus.size() && same; ++i) {
-        same = gpus_[first + i].view_index == view.gpus[i].index;
+        const GpuRec& g = gpus_[first + i];
+        same = g.view_index == view.gpus[i].index && g.mig == view.gpus[i].mig &&
+               (!g.mig || g.mig_slices == ResolveMigSlices(rec.pool, view.gpus[i]));
       }
     }
     if (same) {
@@ -181,6 +204,9 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
       GpuRec& g = gpus_[first + i];
       g.node = rec_id;
       g.view_index = view.gpus[i].index;
+      g.mig = view.gpus[i].mig;
+      g.mig_slices = ResolveMigSlices(nodes_[rec_id].pool, view.gpus[i]);
+      if (g.mig) index_.SetFixedSlices(first + static_cast<int>(i), g.mig_slices);
       g.view_mask = view.gpus[i].tenant_mask;
       g.owner_busy = view.gpus[i].owner_busy;
       g.offerable = view.gpus[i].offerable;
@@ -621,6 +647,7 @@ bool IncrementalScheduler::TryBackfill(int job, const Eligible& e, const Reserva
     for (int g : res.gpus) {
       const uint8_t free = static_cast<uint8_t>(~(index_.Used(g) | index_.Held(g)));
       for (int start : prof.starts) {
+        if (!index_.Allows(g, e.profile, start)) continue;
         const uint8_t m = prof.MaskAt(start);
         if ((m & free) == m) {
           out->push_back(Slot{g, m});
@@ -637,7 +664,7 @@ bool IncrementalScheduler::TryBackfill(int job, const Eligible& e, const Reserva
     std::vector<Slot> take;
     for (; i < res.gpus.size() && index_.GpuNode(res.gpus[i]) == node; ++i) {
       const int g = res.gpus[i];
-      if ((index_.Used(g) | index_.Held(g)) == 0 &&
+      if (!index_.Fixed(g) && (index_.Used(g) | index_.Held(g)) == 0 &&
           static_cast<int>(take.size()) < j.gpus_per_node) {
         take.push_back(Slot{g, kFull});
       }
@@ -684,6 +711,7 @@ void IncrementalScheduler::SummarizeOccupants(GpuRec& g) {
 
 int64_t IncrementalScheduler::WholeGpuReady(int g, int64_t now_ms) const {
   const GpuRec& gr = gpus_[g];
+  if (index_.Fixed(g)) return kNever;  // a MIG GPU is never given out whole
   // Slots held this round, or taken in the snapshot by no job the scheduler knows, are not
   // foreseen to free up.
   if ((index_.Held(g) | (gr.view_mask & ~gr.covered)) != 0) return kNever;
@@ -766,6 +794,7 @@ bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effect
     for (int g : cand_gpus) {
       if (index_.NodePool(index_.GpuNode(g)) != e.pool) continue;
       for (int start : prof.starts) {
+        if (!index_.Allows(g, e.profile, start)) continue;
         Cost c;
         if (!cost_of(g, prof.MaskAt(start), &c)) continue;
         if (!found || c < best) {
@@ -782,7 +811,7 @@ bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effect
       const int first = index_.NodeFirstGpu(node);
       for (int i = 0; i < index_.NodeGpuCount(node); ++i) {
         Cost c;
-        if (cost_of(first + i, kFull, &c)) options.push_back({c, first + i});
+        if (!index_.Fixed(first + i) && cost_of(first + i, kFull, &c)) options.push_back({c, first + i});
       }
       if (static_cast<int>(options.size()) < j.gpus_per_node) return false;
       std::stable_sort(options.begin(), options.end(),
@@ -909,6 +938,7 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
           std::array<int64_t, 8> ready;
           slot_ready(g, &ready);
           for (int start : prof.starts) {
+            if (!index_.Allows(g, e.profile, start)) continue;
             int64_t t = now_ms;
             for (int b = start; b < start + prof.memory_slots; ++b) t = std::max(t, ready[b]);
             if (t == kNever) continue;
@@ -939,7 +969,7 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
       const int first = index_.NodeFirstGpu(inode);
       for (int i = 0; i < index_.NodeGpuCount(inode); ++i) {
         const int g = first + i;
-        if (!index_.Usable(g) || index_.Reserved(g)) continue;
+        if (!index_.Usable(g) || index_.Reserved(g) || index_.Fixed(g)) continue;
         gpu_ready.push_back({WholeGpuReady(g, now_ms), g});
       }
       // Earliest first; GPU order among equals.

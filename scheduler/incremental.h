@@ -158,6 +158,8 @@ class IncrementalScheduler {
     bool owner_busy = false;
     bool offerable = true;
     bool healthy = true;
+    bool mig = false;
+    std::vector<std::pair<int, int>> mig_slices;  // resolved (profile, start), sorted
     Evict evict = Evict::kNone;
     std::vector<std::pair<int, uint8_t>> occupants;  // job id, slots
     std::vector<int64_t> occupant_end;  // parallel: RawEnd() of each occupant
@@ -213,6 +215,9 @@ class IncrementalScheduler {
   int PoolFor(const std::string& model_name);
   int TenantId(const std::string& name);
   void UpsertNode(const NodeView& view);
+  /// A MIG GPU's instances as (profile, start) of `pool`'s model: valid, non-overlapping
+  /// slice placements only, sorted.
+  std::vector<std::pair<int, int>> ResolveMigSlices(int pool, const GpuView& gpu) const;
   void RemoveNode(const std::string& id);
   void UpsertJob(const JobView& view);
   void RemoveJob(const std::string& id);

@@ -26,6 +26,10 @@ struct GpuView {
   /// Owner-idle for at least the harvest window: may be offered to tenants.
   bool offerable = true;
   bool healthy = true;
+  /// In MIG mode: only these existing instances (profile name, first memory slot) may be
+  /// given out, and never the whole GPU; its geometry is the operator's to change.
+  bool mig = false;
+  std::vector<std::pair<std::string, int>> mig_slices;
 };
 
 struct NodeView {

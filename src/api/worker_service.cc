@@ -26,7 +26,29 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
     }
     if (req->gpus_size() == 0 || req->gpus_size() > 64) return absl::InvalidArgumentError("gpus: 1 to 64 GPUs");
     for (int i = 0; i < req->gpus_size(); ++i) {
-      if (req->gpus(i).index() != i) return absl::InvalidArgumentError("gpus: indices must be 0..N-1 in order");
+      const v1::GpuDescription& g = req->gpus(i);
+      if (g.index() != i) return absl::InvalidArgumentError("gpus: indices must be 0..N-1 in order");
+      if (!g.mig_enabled() && g.mig_slices_size() > 0) {
+        return absl::InvalidArgumentError(absl::StrCat("gpus[", i, "].mig_slices: the GPU is not in MIG mode"));
+      }
+      uint8_t taken = 0;
+      for (const v1::MigSlice& m : g.mig_slices()) {
+        const SliceProfile* prof = model->FindProfile(m.profile());
+        const std::string field = absl::StrCat("gpus[", i, "].mig_slices");
+        if (prof == nullptr || prof->IsWholeGpu()) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ": '", m.profile().substr(0, 32),
+                                                         "' is not a slice profile of ", model->name));
+        }
+        if (std::find(prof->starts.begin(), prof->starts.end(), m.slot_start()) == prof->starts.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ": ", prof->name, " cannot start at memory slot ", m.slot_start()));
+        }
+        if ((prof->MaskAt(m.slot_start()) & taken) != 0) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ": instances overlap at ", prof->name, "@",
+                                                         m.slot_start()));
+        }
+        taken |= prof->MaskAt(m.slot_start());
+      }
     }
     v1::RegisterRequest normalized = *req;
     normalized.set_gpu_model(model->name);

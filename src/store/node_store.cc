@@ -2,7 +2,9 @@
 
 #include <cstdlib>
 #include <map>
+#include <optional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -20,12 +22,18 @@ absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_m
         " backend = EXCLUDED.backend, lost = false, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms",
         req.node(), req.gpu_model(), req.fabric(), req.backend(), now_ms);
     for (const auto& g : req.gpus()) {
+      std::optional<std::string> mig;  // NULL: not in MIG mode
+      if (g.mig_enabled()) {
+        std::vector<std::string> slices;
+        for (const auto& m : g.mig_slices()) slices.push_back(absl::StrCat(m.profile(), "@", m.slot_start()));
+        mig = absl::StrJoin(slices, ",");
+      }
       tx.exec_params(
-          "INSERT INTO gpus (node, idx, uuid, memory_total_mib, owner_idle_since_ms)"
-          " VALUES ($1, $2, $3, $4, $5)"
+          "INSERT INTO gpus (node, idx, uuid, memory_total_mib, owner_idle_since_ms, mig_slices)"
+          " VALUES ($1, $2, $3, $4, $5, $6)"
           " ON CONFLICT (node, idx) DO UPDATE SET uuid = EXCLUDED.uuid,"
-          " memory_total_mib = EXCLUDED.memory_total_mib",
-          req.node(), g.index(), g.uuid(), g.memory_total_mib(), now_ms);
+          " memory_total_mib = EXCLUDED.memory_total_mib, mig_slices = EXCLUDED.mig_slices",
+          req.node(), g.index(), g.uuid(), g.memory_total_mib(), now_ms, mig);
     }
     tx.exec_params("DELETE FROM gpus WHERE node = $1 AND idx >= $2", req.node(), req.gpus_size());
     // The GPU list may have changed shape: the scheduler re-reads the whole node.
@@ -167,7 +175,8 @@ namespace {
 constexpr char kNodeGpuQueryHead[] =
     "SELECT n.name, n.gpu_model, n.fabric, n.cordoned, n.lost, n.last_heartbeat_ms, n.backend,"
     " g.idx, g.uuid, g.utilization_pct, g.memory_used_mib, g.memory_total_mib, g.healthy,"
-    " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms, n.draining"
+    " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms, n.draining,"
+    " g.mig_slices"
     " FROM nodes n LEFT JOIN gpus g ON g.node = n.name";
 constexpr char kNodeGpuQueryTail[] = " ORDER BY n.name, g.idx";
 
@@ -261,6 +270,14 @@ std::vector<StoredNode> PgNodeStore::ReadSchedulerNodes(pqxx::transaction_base& 
     scheduler::GpuView& g = out.back().view.gpus.emplace_back();
     g.index = r[7].as<int>();
     g.healthy = r[12].as<bool>();
+    if (!r[18].is_null()) {
+      g.mig = true;
+      for (absl::string_view s : absl::StrSplit(r[18].as<std::string>(), ',', absl::SkipEmpty())) {
+        std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(s, absl::MaxSplits('@', 1));
+        int start = 0;
+        if (absl::SimpleAtoi(parts.second, &start)) g.mig_slices.emplace_back(std::string(parts.first), start);
+      }
+    }
     scheduler::OwnerRecord& o = out.back().owner.emplace_back();
     o.telemetry_busy = r[14].as<bool>();
     o.reclaimed = r[15].as<bool>();

@@ -641,6 +641,62 @@ TEST_F(E2e, CudaBackendOnFakeNvmlHarvestsAndStopsOnXid) {
 #endif
 }
 
+// A node whose GPU 0 the operator put in MIG mode: the scheduler gives out exactly its
+// instances (the job sees only its instance), never that GPU whole, and nothing the
+// geometry lacks.
+TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
+#ifndef SURPLUS_FAKE_NVML_PATH
+  GTEST_SKIP() << "surplus-worker was built without the CUDA backend (no CUDA toolkit)";
+#else
+  Start("mig", {"--owner-idle-window-ms", "0"});
+  const std::string state = stack_->dir() + "/nvml-state.json";
+  WriteFile(state, R"({"gpus": [
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000000",
+     "mig_mode": true, "mig": [
+       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000004", "profile": "3g.40gb", "gi_id": 2, "start": 4, "size": 4},
+       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000000", "profile": "2g.20gb", "gi_id": 3, "start": 0, "size": 2}]},
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000001"}]})");
+  ::setenv("SURPLUS_FAKE_NVML_STATE", state.c_str(), 1);
+  stack_->StartWorker("node-m", 2, {"--backend", "cuda", "--nvml-library", SURPLUS_FAKE_NVML_PATH});
+  ::unsetenv("SURPLUS_FAKE_NVML_STATE");
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT count(*) FROM gpus WHERE node = 'node-m'") == "2"; }, 15000))
+      << stack_->control_log();
+  EXPECT_EQ(stack_->Sql("SELECT coalesce(mig_slices, 'none') FROM gpus WHERE node = 'node-m' ORDER BY idx"),
+            "2g.20gb@0,3g.40gb@4\nnone");
+
+  const std::vector<std::string> argv = {"/bin/sh", "-c", "echo visible=$CUDA_VISIBLE_DEVICES; sleep 120"};
+  const std::string whole = Submit(ExecSpec("whole", argv, 1, "", 3'000'000));
+  const std::string whole2 = Submit(ExecSpec("whole2", argv, 1, "", 3'000'000));
+  const std::string three = Submit(ExecSpec("three", argv, 0, "3g.40gb", 3'000'000));
+  const std::string four = Submit(ExecSpec("four", argv, 0, "4g.40gb", 3'000'000));
+  ASSERT_TRUE(WaitState(whole, v1::JOB_STATE_RUNNING, 15000)) << Get(whole).reason();
+  ASSERT_TRUE(WaitState(three, v1::JOB_STATE_RUNNING, 15000)) << Get(three).reason();
+  EXPECT_EQ(Get(whole).placements(0).gpu_indices(0), 1);
+  const v1::Job t = Get(three);
+  EXPECT_EQ(t.placements(0).gpu_indices(0), 0);
+  EXPECT_EQ(t.placements(0).slot_start(), 4);
+  auto log_of = [&](const std::string& id) {
+    v1::GetJobLogRequest req;
+    req.set_job_id(id);
+    v1::GetJobLogResponse resp;
+    auto c = Ctx(key_);
+    stack_->Tenant()->GetJobLog(c.get(), req, &resp);
+    return resp.data();
+  };
+  EXPECT_TRUE(WaitFor([&] { return log_of(three).find("visible=MIG-aaaaaaaa-0000-4000-8000-000000000004\n") !=
+                                   std::string::npos; }, 10000))
+      << log_of(three);
+  EXPECT_NE(log_of(three).find("isolation mig"), std::string::npos) << log_of(three);
+  // Several rounds later: the MIG GPU was not given out whole, and no 4g.40gb instance
+  // exists to give; neither job failed at the worker.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(Get(whole2).state(), v1::JOB_STATE_PENDING) << Get(whole2).reason();
+  EXPECT_EQ(Get(four).state(), v1::JOB_STATE_PENDING) << Get(four).reason();
+  EXPECT_EQ(Get(four).reason(), "no 4g.40gb placement free") << Get(four).reason();
+  for (const auto& id : {whole, three}) ASSERT_TRUE(Cancel(id).ok());
+#endif
+}
+
 TEST_F(E2e, CordonKeepsJobsRunningDrainGivesThemNotice) {
   Start("drain", {"--preemption-notice-ms", "2000"});
   stack_->StartWorker("node-d", 1);

@@ -310,6 +310,50 @@ TEST_F(ApiTest, RegisterRejectsNodeNamesThatCannotTravelInLists) {
   EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name LIKE '%,%' OR name LIKE '%|%'"), "0");
 }
 
+TEST_F(ApiTest, RegisterChecksMigGeometryAgainstTheModel) {
+  auto worker = v1::WorkerService::NewStub(MakeChannel(stack_->endpoint(), ""));
+  const std::string key = stack_->IssueKey(v1::ROLE_WORKER);
+  // GPU 0's instances as "profile@start" pairs; mig=false sends them without MIG mode.
+  auto reg = [&](const std::vector<std::pair<std::string, int>>& slices, bool mig = true) {
+    v1::RegisterRequest req;
+    req.set_node("mig-node");
+    req.set_gpu_model("H100-80GB");
+    v1::GpuDescription* g = req.add_gpus();
+    g->set_index(0);
+    g->set_mig_enabled(mig);
+    for (const auto& [profile, start] : slices) {
+      v1::MigSlice* m = g->add_mig_slices();
+      m->set_profile(profile);
+      m->set_slot_start(start);
+    }
+    v1::RegisterResponse resp;
+    auto ctx = Ctx(key);
+    return worker->Register(ctx.get(), req, &resp);
+  };
+  const std::vector<std::pair<std::vector<std::pair<std::string, int>>, std::string>> bad = {
+      {{{"5g.50gb", 0}}, "'5g.50gb' is not a slice profile of H100-80GB"},
+      {{{"7g.80gb", 0}}, "'7g.80gb' is not a slice profile of H100-80GB"},
+      {{{"3g.40gb", 2}}, "3g.40gb cannot start at memory slot 2"},
+      {{{"3g.40gb", 0}, {"1g.10gb", 3}}, "instances overlap at 1g.10gb@3"},
+  };
+  for (const auto& [slices, why] : bad) {
+    grpc::Status s = reg(slices);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << why << ": " << s.error_message();
+    EXPECT_EQ(s.error_message(), "gpus[0].mig_slices: " + why);
+  }
+  grpc::Status not_mig = reg({{"1g.10gb", 0}}, /*mig=*/false);
+  EXPECT_EQ(not_mig.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(not_mig.error_message(), "gpus[0].mig_slices: the GPU is not in MIG mode");
+  EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name = 'mig-node'"), "0");  // nothing half-written
+
+  ASSERT_TRUE(reg({{"4g.40gb", 0}, {"2g.20gb", 4}, {"1g.10gb", 6}}).ok());
+  EXPECT_EQ(stack_->Sql("SELECT mig_slices FROM gpus WHERE node = 'mig-node'"), "4g.40gb@0,2g.20gb@4,1g.10gb@6");
+  ASSERT_TRUE(reg({}, /*mig=*/true).ok());  // MIG mode, no instances: nothing to give out
+  EXPECT_EQ(stack_->Sql("SELECT coalesce(mig_slices, 'null') FROM gpus WHERE node = 'mig-node'"), "");
+  ASSERT_TRUE(reg({}, /*mig=*/false).ok());  // MIG mode off again
+  EXPECT_EQ(stack_->Sql("SELECT coalesce(mig_slices, 'null') FROM gpus WHERE node = 'mig-node'"), "null");
+}
+
 TEST_F(ApiTest, OversizedMessageIsRejected) {
   const std::string key = stack_->CreateTenant("huge");
   v1::JobSpec spec = SleepSpec("big");

@@ -67,6 +67,19 @@ World RandomWorld(uint64_t seed) {
       g.owner_busy = rng() % 10 == 0;
       g.healthy = rng() % 20 != 0;
       g.offerable = rng() % 10 != 0;
+      if (rng() % 6 == 0) {
+        // In MIG mode with a random geometry: instances tried in random order, kept where
+        // they do not overlap (sometimes none).
+        g.mig = true;
+        uint8_t taken = 0;
+        for (int k = static_cast<int>(rng() % 5); k > 0; --k) {
+          const SliceProfile& p = H100().profiles[rng() % (H100().profiles.size() - 1)];
+          const int start = p.starts[rng() % p.starts.size()];
+          if (p.MaskAt(start) & taken) continue;
+          taken |= p.MaskAt(start);
+          g.mig_slices.emplace_back(p.name, start);
+        }
+      }
     }
     s.nodes.push_back(node);
   }
@@ -142,6 +155,14 @@ void CheckDecisions(const Snapshot& s, const Decisions& d, uint64_t seed) {
         const GpuView& gv = node.gpus[g];
         EXPECT_TRUE(gv.healthy && gv.offerable && !gv.owner_busy && !node.cordoned && !node.draining)
             << job << " placed on a GPU that is not offered";
+        if (gv.mig) {
+          // A MIG GPU gives out its instances only, never itself whole.
+          const std::pair<std::string, int> placed{p.slice_profile, p.slot_start};
+          EXPECT_FALSE(prof->IsWholeGpu()) << job << " given MIG GPU " << p.node_id << "/" << g << " whole";
+          EXPECT_NE(std::find(gv.mig_slices.begin(), gv.mig_slices.end(), placed), gv.mig_slices.end())
+              << job << " on " << p.node_id << "/" << g << " at " << p.slice_profile << "@" << p.slot_start
+              << ", not one of its MIG instances";
+        }
       }
     }
   };

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "scheduler/capacity_index.h"
 #include "scheduler/incremental.h"
 #include "scheduler/quote.h"
@@ -514,6 +516,65 @@ TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
     }
     EXPECT_EQ(placed, policy == PackPolicy::kFirstFit ? 3 : 4);
   }
+}
+
+// A GPU in MIG mode offers exactly its instances: a slice lands only on an instance of its
+// profile and placement, a whole-GPU job never lands there, and the instances go first
+// (taking one fragments nothing).
+TEST(Schedule, MigGpuOffersExactlyItsInstances) {
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.nodes[0].gpus[0].mig = true;
+  s.nodes[0].gpus[0].mig_slices = {{"3g.40gb", 4}, {"2g.20gb", 0}, {"1g.10gb", 2},
+                                   {"1g.10gb", 3}, {"2g.20gb", 2} /* overlaps: ignored */,
+                                   {"4g.40gb", 5} /* no such placement: ignored */};
+  s.market = Market();
+  s.jobs = {Spot("w1", 3 * kDollar, JobShape::WholeGpus(1), 1),
+            Spot("w2", 1'500'000, JobShape::WholeGpus(1), 2),
+            Spot("a3g", 2 * kDollar, JobShape::Slice("3g.40gb"), 3),
+            Spot("b2g", 2 * kDollar, JobShape::Slice("2g.20gb"), 4),
+            Spot("c2g", 2 * kDollar, JobShape::Slice("2g.20gb"), 5),
+            Spot("d1g", 2 * kDollar, JobShape::Slice("1g.10gb"), 6),
+            Spot("e1g", 2 * kDollar, JobShape::Slice("1g.10gb"), 7),
+            Spot("f1g", 2 * kDollar, JobShape::Slice("1g.10gb"), 8),
+            Spot("g4g", 2 * kDollar, JobShape::Slice("4g.40gb"), 9)};
+  const Decisions d = Schedule(s);
+  auto at = [&](const std::string& id) {
+    const Assignment* a = FindAssignment(d, id);
+    if (a == nullptr) return std::string("pending: ") + Reason(d, id);
+    const NodePlacement& p = a->placements.at(0);
+    return absl::StrCat("gpu ", p.gpu_indices.at(0), " ", p.slice_profile, "@", p.slot_start);
+  };
+  EXPECT_EQ(at("w1"), "gpu 1 7g.80gb@0");
+  // Turned away at $2.00 (the slices' bid), so $1.50 is outbid rather than out of room.
+  EXPECT_EQ(at("w2"), "pending: outbid: clearing price $2.00/GPU-h > your bid $1.50");
+  EXPECT_EQ(at("a3g"), "gpu 0 3g.40gb@4");
+  EXPECT_EQ(at("b2g"), "gpu 0 2g.20gb@0");
+  EXPECT_EQ(at("c2g"), "pending: no 2g.20gb placement free");
+  EXPECT_EQ(at("d1g"), "gpu 0 1g.10gb@2");
+  EXPECT_EQ(at("e1g"), "gpu 0 1g.10gb@3");
+  EXPECT_EQ(at("f1g"), "pending: no 1g.10gb placement free");
+  EXPECT_EQ(at("g4g"), "pending: no 4g.40gb placement free");
+}
+
+// Leaving MIG mode (the operator's change) makes the GPU an ordinary one again.
+TEST(Schedule, MigGeometryChangeIsANewShape) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.nodes[0].gpus[0].mig = true;
+  s.nodes[0].gpus[0].mig_slices = {{"1g.10gb", 0}};
+  s.market = Market();
+  IncrementalScheduler engine(s);
+  SnapshotDelta add;
+  add.upsert_jobs = {Spot("w", 3 * kDollar, JobShape::WholeGpus(1), 1)};
+  engine.ApplyDelta(add);
+  EXPECT_TRUE(engine.Round(1'000).assignments.empty());
+  SnapshotDelta plain;
+  plain.upsert_nodes = {Node("n1", 1)};
+  engine.ApplyDelta(plain);
+  const Decisions d = engine.Round(2'000);
+  ASSERT_EQ(d.assignments.size(), 1u);
+  EXPECT_EQ(d.assignments[0].job_id, "w");
 }
 
 }  // namespace
