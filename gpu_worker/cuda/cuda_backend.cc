@@ -303,7 +303,9 @@ absl::StatusOr<PreparedSlice> CudaBackend::Impl::PrepareLocked(const SliceReques
     for (const auto& [job, other] : slices) taken.insert(other.mig_uuid);
     for (const MigInstance& inst : first.mig_instances) {
       if (inst.profile != request.slice_profile || taken.count(inst.uuid) != 0) continue;
-      if (inst.slot_start >= 0 && inst.slot_start != request.slot_start) continue;
+      // The assigned placement exactly: an instance whose placement NVML would not tell is
+      // not offered (it may be another one of the same profile, elsewhere on the GPU).
+      if (inst.slot_start != request.slot_start) continue;
       slice.mig_uuid = inst.uuid;
       break;
     }

@@ -20,7 +20,8 @@
 //                                              // mig, processes, events: NOT_SUPPORTED
 //      "mig_mode": false,
 //      "mig": [{"uuid": "MIG-...", "profile": "3g.40gb", "gi_id": 1, "start": 0, "size": 4,
-//               "processes": [...]}],           // listed by the MIG device's handle only
+//               "processes": [...],             // listed by the MIG device's handle only
+//               "placement_hidden": false}],    // GPU instance lookup: NO_PERMISSION
 //      "processes": [{"pid": 123, "used_mib": 1024}], "mps_processes": [...],
 //      "xids": [79]}]}                         // every XID ever raised, oldest first; each
 //                                              // is delivered once by nvmlEventSetWait
@@ -57,6 +58,7 @@ using surplus::worker::nvmlReturn_t;
 // Return codes of nvml.h not named by nvml_api.h.
 constexpr nvmlReturn_t kUninitialized = 1;
 constexpr nvmlReturn_t kInvalidArgument = 2;
+constexpr nvmlReturn_t kNoPermission = 4;
 constexpr nvmlReturn_t kDriverNotLoaded = 9;
 constexpr int kMaxGpus = 16;
 constexpr int kMaxMig = 7;
@@ -70,6 +72,7 @@ struct Mig {
   std::string uuid, profile;
   unsigned int gi_id = 0, start = 0, size = 0;
   std::vector<Process> processes;
+  bool placement_hidden = false;  // its GPU instance lookup needs privileges we lack
 };
 struct Gpu {
   std::string name, uuid;
@@ -147,7 +150,8 @@ int ReloadLocked() {
     for (const auto& m : g.value("mig", nlohmann::json::array())) {
       gpu.mig.push_back({m.value("uuid", ""), m.value("profile", ""), m.value("gi_id", 0u),
                          m.value("start", 0u), m.value("size", 0u),
-                         ParseProcesses(m.value("processes", nlohmann::json::array()))});
+                         ParseProcesses(m.value("processes", nlohmann::json::array())),
+                         m.value("placement_hidden", false)});
     }
     if (gpu.mig.size() > kMaxMig) gpu.mig.resize(kMaxMig);
     gpu.processes = ParseProcesses(g.value("processes", nlohmann::json::array()));
@@ -251,6 +255,7 @@ __attribute__((visibility("default"))) const char* nvmlErrorString(nvmlReturn_t 
     case 0: return "Success";
     case kUninitialized: return "Uninitialized";
     case kInvalidArgument: return "Invalid Argument";
+    case kNoPermission: return "Insufficient Permissions";
     case surplus::worker::kNvmlErrorNotSupported: return "Not Supported";
     case surplus::worker::kNvmlErrorNotFound: return "Not Found";
     case surplus::worker::kNvmlErrorInsufficientSize: return "Insufficient Size";
@@ -401,6 +406,7 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetGpuInstanceById
   if (gi == nullptr || slot->mig >= 0) return kInvalidArgument;
   for (size_t m = 0; m < gpu->mig.size(); ++m) {
     if (gpu->mig[m].gi_id != id) continue;
+    if (gpu->mig[m].placement_hidden) return kNoPermission;
     *gi = reinterpret_cast<nvmlGpuInstance_t>(&g_gpu_instances[slot->gpu][m]);
     return 0;
   }

@@ -386,6 +386,38 @@ TEST_F(FakeNvmlTest, ALostGpuDoesNotSpinTheSampler) {
   EXPECT_TRUE(t->Latest()[0].healthy);
 }
 
+TEST_F(FakeNvmlTest, AMigInstanceOfUnknownPlacementIsNeverHandedOut) {
+  // Two 3g instances; NVML will not tell where the one at slot 0 is (its GPU instance
+  // lookup needs privileges), so it sorts first with placement -1.
+  state_["gpus"][0]["mig_mode"] = true;
+  state_["gpus"][0]["mig"] = {
+      {{"uuid", "MIG-bbbbbbbb-0000-0000-0000-000000000004"}, {"profile", "3g.40gb"}, {"gi_id", 2},
+       {"start", 4}, {"size", 4}},
+      {{"uuid", "MIG-bbbbbbbb-0000-0000-0000-000000000000"}, {"profile", "3g.40gb"}, {"gi_id", 1},
+       {"start", 0}, {"size", 4}, {"placement_hidden", true}}};
+  Write();
+  auto b = Backend();
+  ASSERT_NE(b, nullptr);
+  auto gpus = b->Sample();
+  ASSERT_TRUE(gpus.ok());
+  ASSERT_EQ((*gpus)[0].mig_instances.size(), 2u);
+  EXPECT_EQ((*gpus)[0].mig_instances[0].slot_start, -1);
+  EXPECT_EQ((*gpus)[0].mig_instances[1].slot_start, 4);
+  SliceRequest r;
+  r.job_id = "at4";
+  r.gpu_indices = {0};
+  r.slice_profile = "3g.40gb";
+  r.slot_start = 4;
+  r.compute_units = 3;
+  auto prepared = b->PrepareSlice(r);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->env.at("CUDA_VISIBLE_DEVICES"), "MIG-bbbbbbbb-0000-0000-0000-000000000004");
+  // Slot 0 is that hidden instance's real place, but nothing says so: refused.
+  r.job_id = "at0";
+  r.slot_start = 0;
+  EXPECT_EQ(b->PrepareSlice(r).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(FakeNvmlTest, SamplerKeepsItsRate) {
   auto t = Telemetry(/*interval_ms=*/100);
   ASSERT_NE(t, nullptr);
