@@ -49,6 +49,10 @@ struct ApiContext {
   store::PgUsageStore* usage = nullptr;
   Authenticator* auth = nullptr;
   Executor* executor = nullptr;
+  /// GetQuote's own bounded pool, so that quotes (which wait for one another and may load
+  /// the whole fleet) never hold the threads that worker streams and submits run on.
+  /// Null: quotes use `executor`.
+  Executor* quote_executor = nullptr;
   SubmitBatcher* batcher = nullptr;
   TelemetryBatcher* telemetry = nullptr;
   WatchHub* watch = nullptr;
@@ -60,6 +64,18 @@ template <typename Fn>
 grpc::ServerUnaryReactor* Defer(grpc::CallbackServerContext* ctx, Executor& executor, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   executor.Submit([reactor, fn = std::move(fn)]() mutable { reactor->Finish(ToGrpc(fn())); });
+  return reactor;
+}
+
+/// Defer on a bounded executor: when its queue is full the call fails at once with
+/// RESOURCE_EXHAUSTED and `busy` instead of waiting in line.
+template <typename Fn>
+grpc::ServerUnaryReactor* DeferOrRefuse(grpc::CallbackServerContext* ctx, Executor& executor,
+                                        const char* busy, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (!executor.TrySubmit([reactor, fn = std::move(fn)]() mutable { reactor->Finish(ToGrpc(fn())); })) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, busy));
+  }
   return reactor;
 }
 

@@ -13,18 +13,23 @@ namespace surplus::api {
 
 class Executor {
  public:
-  explicit Executor(int threads);
+  /// `max_queued` bounds the tasks waiting for a thread, for TrySubmit (0: no bound).
+  explicit Executor(int threads, size_t max_queued = 0);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
   void Submit(std::function<void()> task);
+  /// Submit, unless `max_queued` tasks are already waiting: then false, and `task` is
+  /// dropped (the caller refuses the work instead of queueing it without end).
+  bool TrySubmit(std::function<void()> task);
 
  private:
   void Loop();
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
+  const size_t max_queued_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -206,7 +206,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* TenantServiceImpl::WatchJob(grpc::Callba
 
 grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContext* c,
                                                       const v1::GetQuoteRequest* req, v1::GetQuoteResponse* resp) {
-  return Defer(c, *ctx_.executor, [this, c, req, resp]() -> absl::Status {
+  Executor& executor = ctx_.quote_executor != nullptr ? *ctx_.quote_executor : *ctx_.executor;
+  return DeferOrRefuse(c, executor, "too many quotes at once; retry in a moment",
+                       [this, c, req, resp]() -> absl::Status {
     auto p = ctx_.auth->Authorize(*c, kJobRoles);
     if (!p.ok()) return p.status();
     if (absl::Status s = ValidateShape(req->shape(), req->gpu_model(), ctx_.config.limits, "shape"); !s.ok()) {

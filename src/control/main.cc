@@ -168,6 +168,8 @@ int main(int argc, char** argv) {
   surplus::api::SubmitBatcher batcher(jobs, submit_writers, 512);
   surplus::api::TelemetryBatcher telemetry(nodes, 1024);
   surplus::api::Executor executor(threads);
+  // Quotes run one at a time (one mirror per replica): two threads, and a short line.
+  surplus::api::Executor quote_executor(2, /*max_queued=*/32);
   surplus::api::WorkerHub workers;
   // Nudges reach the workers connected to the other replicas through the database.
   const std::string replica_id = surplus::RandomHex(8);
@@ -187,6 +189,7 @@ int main(int argc, char** argv) {
   ctx.usage = &usage;
   ctx.auth = &auth;
   ctx.executor = &executor;
+  ctx.quote_executor = &quote_executor;
   ctx.batcher = &batcher;
   ctx.telemetry = &telemetry;
   ctx.workers = &workers;
