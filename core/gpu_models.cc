@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace surplus {
 namespace {
@@ -52,6 +53,29 @@ std::vector<GpuModel> BuildModels() {
 }
 
 }  // namespace
+
+bool SliceProfile::CanStartAt(int start) const {
+  return std::find(starts.begin(), starts.end(), start) != starts.end();
+}
+
+const SliceProfile* AddMigInstance(const GpuModel& model, absl::string_view profile, int start,
+                                   uint8_t* taken, std::string* why) {
+  const SliceProfile* prof = model.FindProfile(profile);
+  if (prof == nullptr || prof->IsWholeGpu()) {
+    *why = absl::StrCat("'", profile.substr(0, 32), "' is not a slice profile of ", model.name);
+    return nullptr;
+  }
+  if (!prof->CanStartAt(start)) {
+    *why = absl::StrCat(prof->name, " cannot start at memory slot ", start);
+    return nullptr;
+  }
+  if ((prof->MaskAt(start) & *taken) != 0) {
+    *why = absl::StrCat("instances overlap at ", prof->name, "@", start);
+    return nullptr;
+  }
+  *taken |= prof->MaskAt(start);
+  return prof;
+}
 
 const SliceProfile* GpuModel::FindProfile(absl::string_view profile_name) const {
   for (const auto& p : profiles) {

@@ -80,6 +80,8 @@ class CapacityIndex {
   /// instances are offered, and never the GPU whole. Instances must not overlap.
   void SetFixedSlices(int gpu, std::vector<std::pair<int, int>> instances);
   bool Fixed(int gpu) const { return gpus_[gpu].fixed; }
+  /// The (profile, start) instances of a fixed GPU, as given to SetFixedSlices.
+  const std::vector<std::pair<int, int>>& FixedSlices(int gpu) const { return gpus_[gpu].instances; }
   /// Whether a slice of `profile` at `start` may be placed on the GPU at all (always, unless
   /// its geometry is fixed and that is not one of its instances).
   bool Allows(int gpu, int profile, int start) const;

@@ -130,14 +130,10 @@ std::vector<std::pair<int, int>> IncrementalScheduler::ResolveMigSlices(int pool
   if (!gpu.mig || pool < 0) return out;
   const GpuModel& model = index_.Model(pool);
   uint8_t taken = 0;
+  std::string why;  // an instance that is not valid where it stands is left out
   for (const auto& [name, start] : gpu.mig_slices) {
-    for (size_t p = 0; p < model.profiles.size(); ++p) {
-      const SliceProfile& prof = model.profiles[p];
-      if (prof.name != name || prof.IsWholeGpu()) continue;
-      if (std::find(prof.starts.begin(), prof.starts.end(), start) == prof.starts.end()) continue;
-      if ((prof.MaskAt(start) & taken) != 0) continue;  // overlapping: not a real geometry
-      taken |= prof.MaskAt(start);
-      out.emplace_back(static_cast<int>(p), start);
+    if (const SliceProfile* prof = AddMigInstance(model, name, start, &taken, &why)) {
+      out.emplace_back(static_cast<int>(prof - model.profiles.data()), start);
     }
   }
   std::sort(out.begin(), out.end());
@@ -155,9 +151,9 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
       // A GPU entering or leaving MIG mode, or a new geometry, is a new shape.
       const int first = index_.NodeFirstGpu(rec.index_node);
       for (size_t i = 0; i < view.gpus.size() && same; ++i) {
-        const GpuRec& g = gpus_[first + i];
-        same = g.view_index == view.gpus[i].index && g.mig == view.gpus[i].mig &&
-               (!g.mig || g.mig_slices == ResolveMigSlices(rec.pool, view.gpus[i]));
+        const int gi = first + static_cast<int>(i);
+        same = gpus_[gi].view_index == view.gpus[i].index && index_.Fixed(gi) == view.gpus[i].mig &&
+               (!view.gpus[i].mig || index_.FixedSlices(gi) == ResolveMigSlices(rec.pool, view.gpus[i]));
       }
     }
     if (same) {
@@ -204,9 +200,9 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
       GpuRec& g = gpus_[first + i];
       g.node = rec_id;
       g.view_index = view.gpus[i].index;
-      g.mig = view.gpus[i].mig;
-      g.mig_slices = ResolveMigSlices(nodes_[rec_id].pool, view.gpus[i]);
-      if (g.mig) index_.SetFixedSlices(first + static_cast<int>(i), g.mig_slices);
+      if (view.gpus[i].mig) {
+        index_.SetFixedSlices(first + static_cast<int>(i), ResolveMigSlices(nodes_[rec_id].pool, view.gpus[i]));
+      }
       g.view_mask = view.gpus[i].tenant_mask;
       g.owner_busy = view.gpus[i].owner_busy;
       g.offerable = view.gpus[i].offerable;

@@ -158,8 +158,6 @@ class IncrementalScheduler {
     bool owner_busy = false;
     bool offerable = true;
     bool healthy = true;
-    bool mig = false;
-    std::vector<std::pair<int, int>> mig_slices;  // resolved (profile, start), sorted
     Evict evict = Evict::kNone;
     std::vector<std::pair<int, uint8_t>> occupants;  // job id, slots
     std::vector<int64_t> occupant_end;  // parallel: RawEnd() of each occupant

@@ -188,8 +188,7 @@ absl::StatusOr<uint8_t> SliceMask(const std::string& model_name, const SliceRequ
                                                    "' is not a profile of ", model->name));
   }
   if (profile->IsWholeGpu()) return kFullGpuMask;
-  if (std::find(profile->starts.begin(), profile->starts.end(), request.slot_start) ==
-      profile->starts.end()) {
+  if (!profile->CanStartAt(request.slot_start)) {
     return absl::InvalidArgumentError(absl::StrCat(
         profile->name, " cannot start at memory slot ", request.slot_start, " on ", model->name));
   }

@@ -32,6 +32,8 @@ struct SliceProfile {
     return static_cast<uint8_t>(((1u << memory_slots) - 1u) << start);
   }
   bool IsWholeGpu() const { return compute_units == kComputeUnitsPerGpu; }
+  /// Whether the placement table has a placement of this profile beginning at `start`.
+  bool CanStartAt(int start) const;
 };
 
 /// A GPU model: the table the scheduler and worker share.
@@ -50,6 +52,13 @@ const std::vector<GpuModel>& GpuModels();
 
 /// Looks up a model by name (case-insensitive; "h100" and "H100-80GB" both match H100-80GB).
 const GpuModel* FindGpuModel(absl::string_view name);
+
+/// Adds instance `profile`@`start` to a MIG geometry of `model` whose instances already
+/// cover the slots in `*taken`, and returns its profile; or returns null with `*why`
+/// saying what is wrong: not a slice profile of the model (or the whole GPU), a start the
+/// placement table lacks, or an overlap with the instances before it.
+const SliceProfile* AddMigInstance(const GpuModel& model, absl::string_view profile, int start,
+                                   uint8_t* taken, std::string* why);
 
 /// True when some known model has a profile with this name.
 bool IsKnownSliceProfile(absl::string_view profile_name);

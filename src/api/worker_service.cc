@@ -33,21 +33,10 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
       }
       uint8_t taken = 0;
       for (const v1::MigSlice& m : g.mig_slices()) {
-        const SliceProfile* prof = model->FindProfile(m.profile());
-        const std::string field = absl::StrCat("gpus[", i, "].mig_slices");
-        if (prof == nullptr || prof->IsWholeGpu()) {
-          return absl::InvalidArgumentError(absl::StrCat(field, ": '", m.profile().substr(0, 32),
-                                                         "' is not a slice profile of ", model->name));
+        std::string why;
+        if (AddMigInstance(*model, m.profile(), m.slot_start(), &taken, &why) == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat("gpus[", i, "].mig_slices: ", why));
         }
-        if (std::find(prof->starts.begin(), prof->starts.end(), m.slot_start()) == prof->starts.end()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(field, ": ", prof->name, " cannot start at memory slot ", m.slot_start()));
-        }
-        if ((prof->MaskAt(m.slot_start()) & taken) != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(field, ": instances overlap at ", prof->name, "@",
-                                                         m.slot_start()));
-        }
-        taken |= prof->MaskAt(m.slot_start());
       }
     }
     v1::RegisterRequest normalized = *req;

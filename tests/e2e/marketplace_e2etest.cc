@@ -224,6 +224,18 @@ class E2e : public ::testing::Test {
     EXPECT_EQ(inv.total_micros(), total);
   }
 
+  // The job's log: the latest attempt's (0) or attempt `attempt`'s.
+  v1::GetJobLogResponse Log(const std::string& id, int attempt = 0) {
+    v1::GetJobLogRequest req;
+    req.set_job_id(id);
+    req.set_attempt(attempt);
+    v1::GetJobLogResponse resp;
+    auto c = Ctx(key_);
+    grpc::Status s = stack_->Tenant()->GetJobLog(c.get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << id << ": " << s.error_message();
+    return resp;
+  }
+
   std::string Metrics() {
     httplib::Client http("http://" + stack_->http());
     auto res = http.Get("/metrics");
@@ -482,17 +494,8 @@ TEST_F(E2e, HarvestWindowOwnerLoadReclaimsWithNoticeAndRequeues) {
   EXPECT_EQ(Get(id).attempt(), 2);
 
   // Each run has its own log: the first is complete, the latest is the second.
-  auto log = [&](int attempt) {
-    v1::GetJobLogRequest req;
-    req.set_job_id(id);
-    req.set_attempt(attempt);
-    v1::GetJobLogResponse resp;
-    auto c = Ctx(key_);
-    EXPECT_TRUE(stack_->Tenant()->GetJobLog(c.get(), req, &resp).ok());
-    return resp;
-  };
-  ASSERT_TRUE(WaitFor([&] { return log(0).data().find("attempt 2 on node-h") != std::string::npos; }, 10000));
-  const v1::GetJobLogResponse first = log(1), latest = log(0);
+  ASSERT_TRUE(WaitFor([&] { return Log(id).data().find("attempt 2 on node-h") != std::string::npos; }, 10000));
+  const v1::GetJobLogResponse first = Log(id, 1), latest = Log(id);
   EXPECT_NE(first.data().find("attempt 1 on node-h"), std::string::npos) << first.data();
   EXPECT_EQ(first.data().find("attempt 2"), std::string::npos) << first.data();
   EXPECT_TRUE(first.eof());
@@ -585,19 +588,11 @@ TEST_F(E2e, CudaBackendOnFakeNvmlHarvestsAndStopsOnXid) {
   ASSERT_TRUE(WaitState(b, v1::JOB_STATE_RUNNING, 15000)) << Get(b).reason();
   const int ga = Get(a).placements(0).gpu_indices(0), gb = Get(b).placements(0).gpu_indices(0);
   ASSERT_NE(ga, gb);
-  auto log_of = [&](const std::string& id) {
-    v1::GetJobLogRequest req;
-    req.set_job_id(id);
-    v1::GetJobLogResponse resp;
-    auto c = Ctx(key_);
-    stack_->Tenant()->GetJobLog(c.get(), req, &resp);
-    return resp.data();
-  };
   // Each job sees only its own GPU, named by UUID.
-  EXPECT_TRUE(WaitFor([&] { return log_of(a).find("visible=" + uuid[ga] + "\n") != std::string::npos; }, 10000))
-      << log_of(a);
-  EXPECT_TRUE(WaitFor([&] { return log_of(b).find("visible=" + uuid[gb] + "\n") != std::string::npos; }, 10000))
-      << log_of(b);
+  EXPECT_TRUE(WaitFor([&] { return Log(a).data().find("visible=" + uuid[ga] + "\n") != std::string::npos; }, 10000))
+      << Log(a).data();
+  EXPECT_TRUE(WaitFor([&] { return Log(b).data().find("visible=" + uuid[gb] + "\n") != std::string::npos; }, 10000))
+      << Log(b).data();
 
   // The owner starts a process on a's GPU: a gets its notice and is requeued; b runs on.
   bool owner[2] = {false, false};
@@ -675,18 +670,10 @@ TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
   const v1::Job t = Get(three);
   EXPECT_EQ(t.placements(0).gpu_indices(0), 0);
   EXPECT_EQ(t.placements(0).slot_start(), 4);
-  auto log_of = [&](const std::string& id) {
-    v1::GetJobLogRequest req;
-    req.set_job_id(id);
-    v1::GetJobLogResponse resp;
-    auto c = Ctx(key_);
-    stack_->Tenant()->GetJobLog(c.get(), req, &resp);
-    return resp.data();
-  };
-  EXPECT_TRUE(WaitFor([&] { return log_of(three).find("visible=MIG-aaaaaaaa-0000-4000-8000-000000000004\n") !=
+  EXPECT_TRUE(WaitFor([&] { return Log(three).data().find("visible=MIG-aaaaaaaa-0000-4000-8000-000000000004\n") !=
                                    std::string::npos; }, 10000))
-      << log_of(three);
-  EXPECT_NE(log_of(three).find("isolation mig"), std::string::npos) << log_of(three);
+      << Log(three).data();
+  EXPECT_NE(Log(three).data().find("isolation mig"), std::string::npos) << Log(three).data();
   // Several rounds later: the MIG GPU was not given out whole, and no 4g.40gb instance
   // exists to give; neither job failed at the worker.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));

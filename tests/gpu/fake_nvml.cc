@@ -179,6 +179,13 @@ const Gpu* Lookup(nvmlDevice_t device, const DeviceSlot** slot_out = nullptr) {
   return &g_gpus[static_cast<size_t>(slot->gpu)];
 }
 
+// The MIG instance that the slot of a MIG device or GPU instance (mig >= 0) stands for;
+// null when the state file no longer has it.
+const Mig* MigOf(const Gpu& gpu, const DeviceSlot& slot) {
+  const size_t m = static_cast<size_t>(slot.mig);
+  return m < gpu.mig.size() ? &gpu.mig[m] : nullptr;
+}
+
 // Common prologue of a device query: the GPU, or the code to return.
 #define FAKE_DEVICE(device, feature)                                         \
   std::lock_guard<std::mutex> lock(g_mu);                                    \
@@ -289,9 +296,9 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetName(nvmlDevice
                                                                       unsigned int len) {
   FAKE_DEVICE(device, static_cast<const char*>(nullptr));
   if (slot->mig >= 0) {
-    const size_t m = static_cast<size_t>(slot->mig);
-    if (m >= gpu->mig.size()) return surplus::worker::kNvmlErrorNotFound;
-    return CopyString(gpu->name + " MIG " + gpu->mig[m].profile, name, len);
+    const Mig* mig = MigOf(*gpu, *slot);
+    if (mig == nullptr) return surplus::worker::kNvmlErrorNotFound;
+    return CopyString(gpu->name + " MIG " + mig->profile, name, len);
   }
   return CopyString(gpu->name, name, len);
 }
@@ -301,9 +308,9 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice
                                                                       unsigned int len) {
   FAKE_DEVICE(device, static_cast<const char*>(nullptr));
   if (slot->mig >= 0) {
-    const size_t m = static_cast<size_t>(slot->mig);
-    if (m >= gpu->mig.size()) return surplus::worker::kNvmlErrorNotFound;
-    return CopyString(gpu->mig[m].uuid, uuid, len);
+    const Mig* mig = MigOf(*gpu, *slot);
+    if (mig == nullptr) return surplus::worker::kNvmlErrorNotFound;
+    return CopyString(mig->uuid, uuid, len);
   }
   return CopyString(gpu->uuid, uuid, len);
 }
@@ -394,9 +401,9 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetGpuInstanceId(n
                                                                                unsigned int* id) {
   FAKE_DEVICE(device, "mig");
   if (id == nullptr || slot->mig < 0) return kInvalidArgument;
-  const size_t m = static_cast<size_t>(slot->mig);
-  if (m >= gpu->mig.size()) return surplus::worker::kNvmlErrorNotFound;
-  *id = gpu->mig[m].gi_id;
+  const Mig* mig = MigOf(*gpu, *slot);
+  if (mig == nullptr) return surplus::worker::kNvmlErrorNotFound;
+  *id = mig->gi_id;
   return 0;
 }
 
@@ -424,13 +431,13 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlGpuInstanceGetInfo(
   if (slot->gpu >= static_cast<int>(g_gpus.size())) return surplus::worker::kNvmlErrorNotFound;
   const Gpu& gpu = g_gpus[static_cast<size_t>(slot->gpu)];
   if (gpu.lost) return surplus::worker::kNvmlErrorGpuIsLost;
-  if (static_cast<size_t>(slot->mig) >= gpu.mig.size()) return surplus::worker::kNvmlErrorNotFound;
-  const Mig& m = gpu.mig[static_cast<size_t>(slot->mig)];
+  const Mig* m = MigOf(gpu, *slot);
+  if (m == nullptr) return surplus::worker::kNvmlErrorNotFound;
   info->device = reinterpret_cast<nvmlDevice_t>(&g_devices[slot->gpu]);
-  info->id = m.gi_id;
+  info->id = m->gi_id;
   info->profileId = 0;
-  info->placement.start = m.start;
-  info->placement.size = m.size;
+  info->placement.start = m->start;
+  info->placement.size = m->size;
   return 0;
 }
 
@@ -438,9 +445,9 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetComputeRunningP
     nvmlDevice_t device, unsigned int* count, NvmlProcessInfo* infos) {
   FAKE_DEVICE(device, "processes");
   if (slot->mig >= 0) {
-    const size_t m = static_cast<size_t>(slot->mig);
-    if (m >= gpu->mig.size()) return surplus::worker::kNvmlErrorNotFound;
-    return ListProcesses(gpu->mig[m].processes, count, infos);
+    const Mig* mig = MigOf(*gpu, *slot);
+    if (mig == nullptr) return surplus::worker::kNvmlErrorNotFound;
+    return ListProcesses(mig->processes, count, infos);
   }
   return ListProcesses(gpu->processes, count, infos);
 }
