@@ -37,6 +37,12 @@ absl::StatusOr<Csv> ReadCsv(const std::string& path) {
   return csv;
 }
 
+// Index of a column, -1 when the file has none of that name.
+int Column(const Csv& csv, const char* name) {
+  auto it = csv.columns.find(name);
+  return it == csv.columns.end() ? -1 : static_cast<int>(it->second);
+}
+
 int64_t ToInt(const std::string& s, int64_t def) {
   int64_t v;
   return absl::SimpleAtoi(s, &v) ? v : def;
@@ -54,12 +60,15 @@ absl::StatusOr<std::vector<TraceNode>> ReadTraceNodes(const std::string& path) {
   }
   const size_t sn = csv->columns["sn"], gpu = csv->columns["gpu"];
   const bool has_model = csv->columns.count("model") > 0;
+  const int cpu = Column(*csv, "cpu_milli"), memory = Column(*csv, "memory_mib");
   std::vector<TraceNode> nodes;
   for (const auto& row : csv->rows) {
     TraceNode n;
     n.name = row[sn];
     n.gpus = static_cast<int>(ToInt(row[gpu], 0));
     if (has_model) n.model = row[csv->columns["model"]];
+    if (cpu >= 0) n.cpu_milli = std::max<int64_t>(0, ToInt(row[cpu], 0));
+    if (memory >= 0) n.memory_mib = std::max<int64_t>(0, ToInt(row[memory], 0));
     nodes.push_back(std::move(n));
   }
   return nodes;
@@ -74,12 +83,10 @@ absl::StatusOr<std::vector<TracePod>> ReadTracePods(const std::string& path, boo
       return absl::InvalidArgumentError(absl::StrCat(path, ": no column '", need, "'"));
     }
   }
-  auto col = [&](const char* name) -> int {
-    auto it = csv->columns.find(name);
-    return it == csv->columns.end() ? -1 : static_cast<int>(it->second);
-  };
+  auto col = [&](const char* name) { return Column(*csv, name); };
   const int name = col("name"), num_gpu = col("num_gpu"), gpu_milli = col("gpu_milli");
   const int qos = col("qos"), created = col("creation_time"), deleted = col("deletion_time");
+  const int cpu = col("cpu_milli"), memory = col("memory_mib");
   *has_times = created >= 0 && deleted >= 0;
   *has_qos = qos >= 0;
   std::vector<TracePod> pods;
@@ -90,6 +97,8 @@ absl::StatusOr<std::vector<TracePod>> ReadTracePods(const std::string& path, boo
     p.num_gpu = static_cast<int>(ToInt(row[num_gpu], 0));
     p.gpu_milli = static_cast<int>(ToInt(row[gpu_milli], 0));
     if (qos >= 0) p.qos = row[qos];
+    if (cpu >= 0) p.cpu_milli = std::max<int64_t>(0, ToInt(row[cpu], 0));
+    if (memory >= 0) p.memory_mib = std::max<int64_t>(0, ToInt(row[memory], 0));
     p.order = order++;
     p.creation_s = created >= 0 ? ToInt(row[created], 0) : p.order;
     p.deletion_s = deleted >= 0 ? ToInt(row[deleted], -1) : -1;

@@ -15,12 +15,16 @@ struct TraceNode {
   std::string name;
   int gpus = 0;
   std::string model;
+  int64_t cpu_milli = 0;   ///< 0 when absent
+  int64_t memory_mib = 0;  ///< 0 when absent
 };
 
 struct TracePod {
   std::string name;
   int num_gpu = 0;
   int gpu_milli = 0;      ///< per GPU, of 1000
+  int64_t cpu_milli = 0;   ///< 0 when absent
+  int64_t memory_mib = 0;  ///< 0 when absent
   std::string qos;        ///< LS, Guaranteed, Burstable, BE; empty when absent
   int64_t creation_s = 0;
   int64_t deletion_s = -1;  ///< -1 when absent

@@ -65,6 +65,12 @@ CgroupLimits ShareOfNode(int job_units, int node_gpus, int node_cpus, int64_t no
   return l;
 }
 
+CgroupLimits WithRequests(CgroupLimits share, int64_t cpu_millis, int64_t memory_mib) {
+  if (cpu_millis > 0) share.cpu_quota_us = std::max<int64_t>(1000, share.cpu_period_us * cpu_millis / 1000);
+  if (memory_mib > 0) share.memory_bytes = memory_mib << 20;
+  return share;
+}
+
 absl::StatusOr<JobCgroups> JobCgroups::Open(const std::string& fs_root, const std::string& name) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
     return absl::InvalidArgumentError(absl::StrCat("bad cgroup name '", name, "'"));

@@ -63,6 +63,12 @@ int main(int argc, char** argv) {
   app.add_option("--cgroup-root", opt.cgroup_fs_root, "cgroup file system root");
   app.add_option("--job-user", opt.job_user, "run exec jobs as this unprivileged user (the worker runs as root)");
   app.add_option("--telemetry-ms", opt.telemetry_ms, "telemetry interval")->check(CLI::Range(50, 60'000));
+  app.add_option("--host-cpu-millis", opt.host_cpu_millis,
+                 "CPU offered to jobs, millicores (default: this host's CPUs)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--host-memory-mib", opt.host_memory_mib,
+                 "memory offered to jobs, MiB (default: this host's memory less a system reserve)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--usage-interval-ms", opt.usage_interval_ms, "usage record interval")
       ->check(CLI::Range(100, 3'600'000));
   app.add_option("--shutdown-notice-ms", opt.shutdown_notice_ms,

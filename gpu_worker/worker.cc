@@ -779,9 +779,10 @@ struct Worker::Impl {
       spec.log_path = log_path;
       spec.notice_path = work_dir + "/preempt_notice";
       if (cgroups) {
-        const CgroupLimits limits =
+        const CgroupLimits limits = WithRequests(
             ShareOfNode(j.compute_units * static_cast<int>(j.gpu_indices.size()), static_cast<int>(gpus.size()),
-                        node_cpus, node_memory_bytes, std::min<int64_t>(int64_t{2} << 30, node_memory_bytes / 10));
+                        node_cpus, node_memory_bytes, MemoryReserve()),
+            a.spec().shape().cpu_millis(), a.spec().shape().memory_mib());
         absl::StatusOr<std::vector<std::string>> procs = cgroups->Create(job_id, limits);
         if (!procs.ok()) {
           backend->ReleaseSlice(job_id);
@@ -1144,12 +1145,19 @@ struct Worker::Impl {
 
   // ---- control plane stream --------------------------------------------------------
 
+  /// Host memory kept back from jobs for the system.
+  int64_t MemoryReserve() const { return std::min<int64_t>(int64_t{2} << 30, node_memory_bytes / 10); }
+
   bool Register(v1::WorkerService::Stub& stub, bool quiet, int64_t* heartbeat_ms) {
     v1::RegisterRequest req;
     req.set_node(options.node);
     req.set_gpu_model(options.gpu_model);
     req.set_fabric(options.fabric);
     req.set_backend(backend->Name());
+    // What jobs may use, as the scheduler counts it: the same totals ShareOfNode divides.
+    req.set_cpu_millis(options.host_cpu_millis > 0 ? options.host_cpu_millis : int64_t{node_cpus} * 1000);
+    req.set_memory_mib(options.host_memory_mib > 0 ? options.host_memory_mib
+                                                   : std::max<int64_t>(0, node_memory_bytes - MemoryReserve()) >> 20);
     for (const GpuTelemetry& g : gpus) {
       v1::GpuDescription* d = req.add_gpus();
       d->set_index(g.index);

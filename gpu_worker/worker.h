@@ -196,6 +196,10 @@ struct WorkerOptions {
   std::string api_key;      ///< worker-role key, sent as a bearer token
   std::string state_dir = "surplus-worker-state";
   int64_t telemetry_ms = 1000;
+  /// Host CPU (millicores) and memory (MiB) offered to jobs; 0 = this host's CPUs, and its
+  /// memory less a reserve for the system.
+  int64_t host_cpu_millis = 0;
+  int64_t host_memory_mib = 0;
   int64_t usage_interval_ms = 5000;
   int64_t log_poll_ms = 500;
   /// Notice given to running jobs when the worker is asked to exit.

@@ -10,6 +10,9 @@ namespace {
 
 constexpr uint8_t kFull = 0xFF;
 constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
+// With host resources modelled, a pick weighs the stranding of each candidate node; it
+// examines at most this many fitting candidates per free-mask class, best first.
+constexpr int kHostScan = 512;
 
 }  // namespace
 
@@ -67,6 +70,56 @@ void CapacityIndex::RemoveNode(int node) {
   n.live = false;
 }
 
+void CapacityIndex::SetNodeHost(int node, int64_t cpu_millis, int64_t memory_mib) {
+  Node& n = nodes_[node];
+  n.cpu_total = std::max<int64_t>(0, cpu_millis);
+  n.mem_total = std::max<int64_t>(0, memory_mib);
+  if (n.cpu_total > 0 || n.mem_total > 0) pools_[n.pool].host_limited = true;
+}
+
+HostDemand CapacityIndex::HostCharge(int node, const HostDemand& demand, int units) const {
+  const Node& n = nodes_[node];
+  const int64_t node_units = int64_t{kComputeUnitsPerGpu} * std::max(1, n.num_gpus);
+  HostDemand c;
+  c.cpu_millis = demand.cpu_millis > 0 ? demand.cpu_millis : n.cpu_total * units / node_units;
+  c.memory_mib = demand.memory_mib > 0 ? demand.memory_mib : n.mem_total * units / node_units;
+  return c;
+}
+
+bool CapacityIndex::HostFits(int node, const HostDemand& demand, int units) const {
+  const Node& n = nodes_[node];
+  if (n.cpu_total == 0 && n.mem_total == 0) return true;
+  const HostDemand c = HostCharge(node, demand, units);
+  return (n.cpu_total == 0 || n.cpu_used + c.cpu_millis <= n.cpu_total) &&
+         (n.mem_total == 0 || n.mem_used + c.memory_mib <= n.mem_total);
+}
+
+void CapacityIndex::AddHostUse(int node, const HostDemand& charge, int sign) {
+  nodes_[node].cpu_used += sign * charge.cpu_millis;
+  nodes_[node].mem_used += sign * charge.memory_mib;
+}
+
+int64_t CapacityIndex::Strand(const Pool& pool, const Node& n, int units, const HostDemand& charge) const {
+  const int64_t free_units = n.free_units - units;
+  int64_t stranded = 0;
+  if (pool.weights.cpu_millis_per_unit > 0 && n.cpu_total > 0) {
+    const int64_t fed = std::max<int64_t>(0, n.cpu_total - n.cpu_used - charge.cpu_millis) /
+                        pool.weights.cpu_millis_per_unit;
+    stranded = std::max(stranded, free_units - fed);
+  }
+  if (pool.weights.memory_mib_per_unit > 0 && n.mem_total > 0) {
+    const int64_t fed = std::max<int64_t>(0, n.mem_total - n.mem_used - charge.memory_mib) /
+                        pool.weights.memory_mib_per_unit;
+    stranded = std::max(stranded, free_units - fed);
+  }
+  return std::max<int64_t>(0, stranded) * pool.total_weight;
+}
+
+int64_t CapacityIndex::StrandDelta(const Pool& pool, int node, int units, const HostDemand& host) const {
+  const Node& n = nodes_[node];
+  return Strand(pool, n, units, HostCharge(node, host, units)) - Strand(pool, n, 0, HostDemand{});
+}
+
 void CapacityIndex::SetUsable(int gpu, bool usable) {
   Gpu& g = gpus_[gpu];
   if (g.usable == usable) return;
@@ -118,6 +171,11 @@ void CapacityIndex::Reindex(int gpu) {
     const GpuModel& model = *pool.table->model;
     for (const auto& [profile, start] : g.instances) {
       const uint8_t m = model.profiles[profile].MaskAt(start);
+      const int u = model.profiles[profile].compute_units;
+      nodes_[g.node].free_units += (((free & m) == m) ? u : 0) - (((g.fixed_free & m) == m) ? u : 0);
+    }
+    for (const auto& [profile, start] : g.instances) {
+      const uint8_t m = model.profiles[profile].MaskAt(start);
       const bool was = (g.fixed_free & m) == m, is = (free & m) == m;
       if (was && !is) pool.fixed_free[profile].erase({gpu, start});
       if (is && !was) pool.fixed_free[profile].insert({gpu, start});
@@ -129,6 +187,7 @@ void CapacityIndex::Reindex(int gpu) {
   if (key == g.key) return;
   const int node = g.node;
   Pool& pool = pools_[nodes_[node].pool];
+  nodes_[node].free_units += pool.table->capacity[key] - pool.table->capacity[g.key];
   if (g.key != 0) pool.buckets[g.key].erase(gpu);
   if (key != 0) pool.buckets[key].insert(pool.buckets[key].end(), gpu);  // loads come in order
   const bool was_full = g.key == kFull;
@@ -173,6 +232,10 @@ void CapacityIndex::Recompute(int pool_id) {
   const GpuModel& model = *t.model;
   int64_t whole_total = 0;
   for (size_t n = 1; n < weights.whole.size(); ++n) whole_total += weights.whole[n];
+  pool.total_weight = whole_total;
+  for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
+    pool.total_weight += weights.slice[p];
+  }
   for (int s = 0; s < 256; ++s) {
     int64_t v = whole_total * t.capacity[s];
     for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
@@ -224,50 +287,59 @@ int64_t CapacityIndex::NodeDelta(const Pool& pool, int fw, int take) const {
 
 std::optional<int> CapacityIndex::BestFullFreeNode(const Pool& pool,
                                                    const std::vector<std::set<int>>& fw_nodes,
-                                                   int take, int64_t* delta) const {
+                                                   int take, int units, int64_t* delta,
+                                                   const HostDemand& host) const {
+  const bool weigh_host = policy_ == PackPolicy::kFragmentationAware && HostModelled(pool);
   std::optional<int> best;
   int64_t best_delta = kInf;
   for (int fw = take; fw < static_cast<int>(fw_nodes.size()); ++fw) {
-    if (fw_nodes[fw].empty()) continue;
-    const int node = *fw_nodes[fw].begin();
-    switch (policy_) {
-      case PackPolicy::kFragmentationAware: {
-        const int64_t d = NodeDelta(pool, fw, take);
-        if (d < best_delta) {  // ties keep the smaller fw: best fit
-          best_delta = d;
-          best = node;
+    int examined = 0;
+    for (const int node : fw_nodes[fw]) {
+      if (pool.host_limited && !HostFits(node, host, units)) continue;
+      switch (policy_) {
+        case PackPolicy::kFragmentationAware: {
+          const int64_t d = NodeDelta(pool, fw, take) + (weigh_host ? StrandDelta(pool, node, units, host) : 0);
+          if (d < best_delta) {  // ties keep the smaller fw: best fit
+            best_delta = d;
+            best = node;
+          }
+          break;
         }
-        break;
+        case PackPolicy::kBestFit:
+          if (delta) *delta = 0;
+          return node;
+        case PackPolicy::kFirstFit:
+          if (!best || node < *best) best = node;
+          best_delta = 0;
+          break;
       }
-      case PackPolicy::kBestFit:
-        if (delta) *delta = 0;
-        return node;
-      case PackPolicy::kFirstFit:
-        if (!best || node < *best) best = node;
-        best_delta = 0;
-        break;
+      if (!weigh_host || ++examined == kHostScan) break;  // the first fitting node stands for its class
     }
   }
   if (delta) *delta = best_delta;
   return best;
 }
 
-std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, int profile) const {
+std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, int profile,
+                                                                 const HostDemand& host) const {
   const Pool& pool = pools_[pool_id];
+  const int units = pool.table->model->profiles[profile].compute_units;
+  auto fits = [&](int gpu) { return !pool.host_limited || HostFits(gpus_[gpu].node, host, units); };
   // A free MIG instance of the profile first: it can serve nothing else, and taking it
   // fragments nothing.
-  if (!pool.fixed_free[profile].empty()) {
-    const auto& [gpu, start] = *pool.fixed_free[profile].begin();
-    return SlicePick{gpu, start};
+  for (const auto& [gpu, start] : pool.fixed_free[profile]) {
+    if (fits(gpu)) return SlicePick{gpu, start};
   }
   std::optional<SlicePick> best;
   switch (policy_) {
     case PackPolicy::kFirstFit:
       for (const Candidate& c : pool.candidates[profile]) {
-        if (pool.buckets[c.mask].empty()) continue;
-        const int gpu = *pool.buckets[c.mask].begin();
-        if (!best || std::make_pair(gpu, int{c.start}) < std::make_pair(best->gpu, best->start)) {
-          best = SlicePick{gpu, c.start};
+        for (const int gpu : pool.buckets[c.mask]) {
+          if (!fits(gpu)) continue;
+          if (!best || std::make_pair(gpu, int{c.start}) < std::make_pair(best->gpu, best->start)) {
+            best = SlicePick{gpu, c.start};
+          }
+          break;
         }
       }
       return best;
@@ -275,55 +347,68 @@ std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, in
       // Candidates are ordered fullest GPU first: the first that exists wins.
       for (const Candidate& c : pool.candidates[profile]) {
         if (c.mask == kFull) {
-          const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, nullptr);
+          const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, units, nullptr, host);
           if (node) return SlicePick{TakeFullFreeGpus(*node, 1).front(), c.start};
-        } else if (!pool.buckets[c.mask].empty()) {
-          return SlicePick{*pool.buckets[c.mask].begin(), c.start};
+          continue;
+        }
+        for (const int gpu : pool.buckets[c.mask]) {
+          if (fits(gpu)) return SlicePick{gpu, c.start};
         }
       }
       return best;
     case PackPolicy::kFragmentationAware:
       break;
   }
+  // Stranding can fall by at most the units taken; without host resources it is not weighed.
+  const bool weigh_host = HostModelled(pool);
+  const int64_t strand_floor = weigh_host ? -int64_t{units} * pool.total_weight : 0;
   int64_t best_score = kInf;
   for (const Candidate& c : pool.candidates[profile]) {
     // Every later candidate costs at least its own delta (node terms are >= 0).
-    if (best && c.delta >= best_score) break;
+    if (best && c.delta + strand_floor >= best_score) break;
     if (c.mask == kFull) {
       int64_t node_delta = 0;
-      const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, &node_delta);
+      const std::optional<int> node = BestFullFreeNode(pool, pool.fw_nodes, 1, units, &node_delta, host);
       if (!node) continue;
       const int64_t score = c.delta + node_delta;
       if (!best || score < best_score) {
         best_score = score;
         best = SlicePick{TakeFullFreeGpus(*node, 1).front(), c.start};
       }
-    } else if (!pool.buckets[c.mask].empty()) {
-      if (!best || c.delta < best_score) {
-        best_score = c.delta;
-        best = SlicePick{*pool.buckets[c.mask].begin(), c.start};
+      continue;
+    }
+    int examined = 0;
+    for (const int gpu : pool.buckets[c.mask]) {
+      if (!fits(gpu)) continue;
+      const int64_t score = c.delta + (weigh_host ? StrandDelta(pool, gpus_[gpu].node, units, host) : 0);
+      if (!best || score < best_score) {
+        best_score = score;
+        best = SlicePick{gpu, c.start};
       }
+      if (!weigh_host || ++examined == kHostScan) break;
     }
   }
   return best;
 }
 
-std::optional<int> CapacityIndex::PickNode(int pool_id, int gpus) const {
+std::optional<int> CapacityIndex::PickNode(int pool_id, int gpus, const HostDemand& host) const {
   const Pool& pool = pools_[pool_id];
   if (gpus <= 0 || gpus >= static_cast<int>(pool.fw_nodes.size())) return std::nullopt;
-  return BestFullFreeNode(pool, pool.fw_nodes, gpus, nullptr);
+  return BestFullFreeNode(pool, pool.fw_nodes, gpus, gpus * kComputeUnitsPerGpu, nullptr, host);
 }
 
-bool CapacityIndex::PickGang(int pool_id, int nodes, int gpus_per_node,
-                             std::vector<int>* out) const {
+bool CapacityIndex::PickGang(int pool_id, int nodes, int gpus_per_node, std::vector<int>* out,
+                             const HostDemand& host) const {
   out->clear();
   if (nodes == 1) {
-    std::optional<int> node = PickNode(pool_id, gpus_per_node);
+    std::optional<int> node = PickNode(pool_id, gpus_per_node, host);
     if (node) out->push_back(*node);
     return node.has_value();
   }
   const Pool& pool = pools_[pool_id];
   if (gpus_per_node <= 0 || gpus_per_node >= static_cast<int>(pool.fw_nodes.size())) return false;
+  const int units = gpus_per_node * kComputeUnitsPerGpu;
+  auto fits = [&](int node) { return !pool.host_limited || HostFits(node, host, units); };
   int64_t best_cost = kInf;
   std::vector<int> chosen;
   for (const auto& [fabric, sets] : pool.fabrics) {
@@ -345,23 +430,25 @@ bool CapacityIndex::PickGang(int pool_id, int nodes, int gpus_per_node,
     int64_t cost = 0;
     if (policy_ == PackPolicy::kFirstFit) {
       for (const auto& cls : classes) {
-        for (int n : sets[cls.second]) pick.push_back(n);
-      }
-      std::sort(pick.begin(), pick.end());
-      pick.resize(static_cast<size_t>(nodes));
-    } else {
-      for (const auto& cls : classes) {
         for (int n : sets[cls.second]) {
-          if (static_cast<int>(pick.size()) == nodes) break;
-          pick.push_back(n);
-          cost += cls.first;
+          if (fits(n)) pick.push_back(n);
         }
       }
-    }
-    if (policy_ == PackPolicy::kFirstFit) {
+      if (pick.size() < static_cast<size_t>(nodes)) continue;
+      std::sort(pick.begin(), pick.end());
+      pick.resize(static_cast<size_t>(nodes));
       *out = std::move(pick);
       return true;
     }
+    for (const auto& cls : classes) {
+      for (int n : sets[cls.second]) {
+        if (static_cast<int>(pick.size()) == nodes) break;
+        if (!fits(n)) continue;
+        pick.push_back(n);
+        cost += cls.first;
+      }
+    }
+    if (pick.size() < static_cast<size_t>(nodes)) continue;
     if (cost < best_cost) {
       best_cost = cost;
       chosen = std::move(pick);

@@ -40,6 +40,20 @@ enum class PackPolicy {
 struct ShapeWeights {
   std::vector<int64_t> slice;  ///< per profile index; the whole-GPU profile is ignored
   std::vector<int64_t> whole;  ///< index N: N whole GPUs on one node (index 0 unused)
+  /// Host CPU and memory the workload asks per GPU compute unit, on average (0 = not
+  /// modelled). A node whose free CPU or memory cannot feed its free GPU units at this
+  /// rate strands the rest; the fragmentation measure counts them.
+  int64_t cpu_millis_per_unit = 0;
+  int64_t memory_mib_per_unit = 0;
+};
+
+/// Host CPU and memory a job takes on each of its nodes. A zero field means the job's
+/// share of the node in proportion to the GPU compute units it takes there, which is what
+/// the worker gives a job that asks for nothing.
+struct HostDemand {
+  int64_t cpu_millis = 0;
+  int64_t memory_mib = 0;
+  bool operator==(const HostDemand& o) const { return cpu_millis == o.cpu_millis && memory_mib == o.memory_mib; }
 };
 
 class CapacityIndex {
@@ -55,6 +69,19 @@ class CapacityIndex {
   int AddNode(int pool, int fabric, int num_gpus);
   /// Takes every GPU of the node out of the index for good.
   void RemoveNode(int node);
+  /// The node's host CPU and memory. 0 = unknown: that resource does not limit placements.
+  void SetNodeHost(int node, int64_t cpu_millis, int64_t memory_mib);
+  /// Adds (sign +1) or releases (-1) a charge HostCharge resolved: release what was added.
+  void AddHostUse(int node, const HostDemand& charge, int sign);
+  /// CPU and memory `demand` takes on the node for `units` compute units (zero fields
+  /// resolved to the proportional share).
+  HostDemand HostCharge(int node, const HostDemand& demand, int units) const;
+  /// Whether the node has the CPU and memory left for `demand` on `units` compute units.
+  bool HostFits(int node, const HostDemand& demand, int units) const;
+  int64_t NodeCpuTotal(int node) const { return nodes_[node].cpu_total; }
+  int64_t NodeMemoryTotal(int node) const { return nodes_[node].mem_total; }
+  int64_t NodeCpuFree(int node) const { return nodes_[node].cpu_total - nodes_[node].cpu_used; }
+  int64_t NodeMemoryFree(int node) const { return nodes_[node].mem_total - nodes_[node].mem_used; }
 
   int pool_count() const { return static_cast<int>(pools_.size()); }
   int node_count() const { return static_cast<int>(nodes_.size()); }
@@ -100,11 +127,13 @@ class CapacityIndex {
     int gpu = -1;
     int start = 0;
   };
-  std::optional<SlicePick> PickSlice(int pool, int profile) const;
+  // Every pick honours the host demand: a node without the CPU or memory left is passed by.
+  std::optional<SlicePick> PickSlice(int pool, int profile, const HostDemand& host = {}) const;
   /// A node of the pool with at least `gpus` fully free GPUs.
-  std::optional<int> PickNode(int pool, int gpus) const;
+  std::optional<int> PickNode(int pool, int gpus, const HostDemand& host = {}) const;
   /// `nodes` distinct nodes of one fabric, each with >= gpus_per_node fully free GPUs.
-  bool PickGang(int pool, int nodes, int gpus_per_node, std::vector<int>* out) const;
+  bool PickGang(int pool, int nodes, int gpus_per_node, std::vector<int>* out,
+                const HostDemand& host = {}) const;
   /// Appends every node of the pool on `fabric` (-1: any) with >= min_fw fully free GPUs.
   void NodesWithFullFree(int pool, int fabric, int min_fw, std::vector<int>* out) const;
   /// The lowest-indexed `n` fully free GPUs of `node` (it must have them).
@@ -133,6 +162,9 @@ class CapacityIndex {
     int num_gpus = 0;
     int fw = 0;  // fully free offered GPUs
     bool live = true;
+    int free_units = 0;  // compute units of the offered free masks
+    int64_t cpu_total = 0, cpu_used = 0;  // host CPU, millicores (total 0 = unknown)
+    int64_t mem_total = 0, mem_used = 0;  // host memory, MiB
   };
   struct Candidate {
     int64_t delta = 0;  // fragmentation growth (kFragmentationAware) or sort rank
@@ -151,6 +183,8 @@ class CapacityIndex {
     std::vector<std::vector<Candidate>> candidates;  // per profile, best first
     std::vector<std::set<std::pair<int, int>>> fixed_free;  // per profile: (gpu, start)
     ShapeWeights weights;
+    int64_t total_weight = 0;  // sum of the weights (scale of the strand term)
+    bool host_limited = false;  // some node of the pool has a known host size
   };
 
   void Reindex(int gpu);
@@ -160,7 +194,15 @@ class CapacityIndex {
   void Recompute(int pool);
   int64_t NodeDelta(const Pool& pool, int fw, int take) const;
   std::optional<int> BestFullFreeNode(const Pool& pool, const std::vector<std::set<int>>& fw_nodes,
-                                      int take, int64_t* delta) const;
+                                      int take, int units, int64_t* delta, const HostDemand& host) const;
+  /// Units of the node's free GPU capacity its free CPU and memory cannot feed at the
+  /// workload's rate, after it takes `units` more units with `charge` (weighted).
+  int64_t Strand(const Pool& pool, const Node& n, int units, const HostDemand& charge) const;
+  /// Growth of the stranded capacity if the node takes `units` units for `host`.
+  int64_t StrandDelta(const Pool& pool, int node, int units, const HostDemand& host) const;
+  bool HostModelled(const Pool& pool) const {
+    return pool.weights.cpu_millis_per_unit > 0 || pool.weights.memory_mib_per_unit > 0;
+  }
 
   PackPolicy policy_;
   std::vector<Pool> pools_;

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace surplus::scheduler {
 namespace {
@@ -35,6 +36,19 @@ struct Cost {
     return *this;
   }
 };
+
+// "24 CPUs, 64 GiB" for what a job asks of its node's host; "" when it asks nothing.
+std::string HostText(const HostDemand& host) {
+  std::vector<std::string> parts;
+  if (const int64_t m = host.cpu_millis; m > 0) {
+    parts.push_back(m % 1000 == 0 ? absl::StrCat(m / 1000, m == 1000 ? " CPU" : " CPUs")
+                                  : absl::StrCat(m, " millicores"));
+  }
+  if (const int64_t m = host.memory_mib; m > 0) {
+    parts.push_back(m % 1024 == 0 ? absl::StrCat(m / 1024, " GiB") : absl::StrCat(m, " MiB"));
+  }
+  return absl::StrJoin(parts, ", ");
+}
 
 }  // namespace
 
@@ -159,6 +173,9 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
     if (same) {
       rec.view.cordoned = view.cordoned;
       rec.view.draining = view.draining;
+      rec.view.cpu_millis = view.cpu_millis;
+      rec.view.memory_mib = view.memory_mib;
+      index_.SetNodeHost(rec.index_node, view.cpu_millis, view.memory_mib);
       const int first = index_.NodeFirstGpu(rec.index_node);
       for (size_t i = 0; i < view.gpus.size(); ++i) {
         GpuRec& g = gpus_[first + i];
@@ -189,6 +206,7 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
       fabric = it->second;
     }
     rec.index_node = index_.AddNode(rec.pool, fabric, static_cast<int>(view.gpus.size()));
+    index_.SetNodeHost(rec.index_node, view.cpu_millis, view.memory_mib);
     gpus_.resize(static_cast<size_t>(index_.NodeFirstGpu(rec.index_node)) + view.gpus.size());
     pool_nodes_[rec.pool].push_back(rec_id);
   }
@@ -303,6 +321,41 @@ void IncrementalScheduler::Occupy(int job, const std::vector<Slot>& slots) {
     if (j.on_nodes.empty() || j.on_nodes.back() != node) j.on_nodes.push_back(node);
     RefreshGpu(s.gpu);
   }
+  for (int node : j.on_nodes) {
+    const int in = nodes_[node].index_node;
+    const HostDemand charge = index_.HostCharge(in, j.host, UnitsPerNode(j));
+    index_.AddHostUse(in, charge, 1);
+    j.host_charged.emplace_back(in, charge);
+  }
+}
+
+template <typename Leaving>
+bool IncrementalScheduler::HostFitsAfter(const Job& job, const std::vector<Slot>& slots,
+                                         Leaving leaving) const {
+  std::vector<int> seen_nodes, gone;
+  for (const Slot& s : slots) {
+    const int in = index_.GpuNode(s.gpu);
+    if (std::find(seen_nodes.begin(), seen_nodes.end(), in) == seen_nodes.end()) seen_nodes.push_back(in);
+    for (const auto& [o, om] : gpus_[s.gpu].occupants) {
+      if ((om & s.mask) && leaving(o) && std::find(gone.begin(), gone.end(), o) == gone.end()) gone.push_back(o);
+    }
+  }
+  for (int in : seen_nodes) {
+    const HostDemand need = index_.HostCharge(in, job.host, UnitsPerNode(job));
+    int64_t cpu = index_.NodeCpuFree(in), memory = index_.NodeMemoryFree(in);
+    for (int o : gone) {
+      for (const auto& [n, c] : jobs_[o].host_charged) {
+        if (n != in) continue;
+        cpu += c.cpu_millis;
+        memory += c.memory_mib;
+      }
+    }
+    if ((index_.NodeCpuTotal(in) > 0 && need.cpu_millis > cpu) ||
+        (index_.NodeMemoryTotal(in) > 0 && need.memory_mib > memory)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 void IncrementalScheduler::Vacate(int job) {
@@ -320,6 +373,8 @@ void IncrementalScheduler::Vacate(int job) {
     nodes_[gpus_[s.gpu].node].jobs.erase(job);
     RefreshGpu(s.gpu);
   }
+  for (const auto& [in, charge] : j.host_charged) index_.AddHostUse(in, charge, -1);
+  j.host_charged.clear();
   j.slots.clear();
   j.on_nodes.clear();
 }
@@ -377,6 +432,7 @@ void IncrementalScheduler::UpsertJob(const JobView& view) {
     j.last_price = last_price;
   }
   const JobShape& shape = view.shape;
+  j.host = HostDemand{std::max<int64_t>(0, shape.cpu_millis), std::max<int64_t>(0, shape.memory_mib)};
   switch (shape.kind) {
     case JobShape::Kind::kSlice: {
       j.kind = ShapeKind::kSlice;
@@ -546,15 +602,28 @@ Micros IncrementalScheduler::EffectiveBid(const Job& job, int pool) const {
   return job.view.bid;
 }
 
-std::tuple<int, int, int, int> IncrementalScheduler::ShapeKey(const Job& job,
-                                                               const Eligible& e) const {
+IncrementalScheduler::ShapeKeyT IncrementalScheduler::ShapeKey(const Job& job, const Eligible& e) const {
   return {e.pool, static_cast<int>(job.kind), job.kind == ShapeKind::kSlice ? e.profile : job.gpus_per_node,
-          job.nodes};
+          job.nodes, job.host.cpu_millis, job.host.memory_mib};
+}
+
+bool IncrementalScheduler::HostCanEverFit(const Job& job, int index_node) const {
+  const HostDemand need = index_.HostCharge(index_node, job.host, UnitsPerNode(job));
+  const int64_t cpu = index_.NodeCpuTotal(index_node), memory = index_.NodeMemoryTotal(index_node);
+  return (cpu == 0 || need.cpu_millis <= cpu) && (memory == 0 || need.memory_mib <= memory);
 }
 
 void IncrementalScheduler::CountShape(Job& j, int sign) {
   auto add = [&](int pool, int profile) {
     PoolRec& rec = pools_[pool];
+    if (j.host.cpu_millis > 0) {
+      rec.host_cpu += sign * j.host.cpu_millis;
+      rec.host_cpu_units += sign * UnitsPerNode(j);
+    }
+    if (j.host.memory_mib > 0) {
+      rec.host_memory += sign * j.host.memory_mib;
+      rec.host_memory_units += sign * UnitsPerNode(j);
+    }
     if (j.kind == ShapeKind::kSlice) {
       if (profile < 0) return;
       if (static_cast<int>(rec.slice_count.size()) <= profile) rec.slice_count.resize(profile + 1, 0);
@@ -579,6 +648,7 @@ void IncrementalScheduler::SetWeights() {
     for (PoolRec& rec : pools_) {
       rec.slice_count.clear();
       rec.whole_count.clear();
+      rec.host_cpu = rec.host_cpu_units = rec.host_memory = rec.host_memory_units = 0;
     }
     for (Job& j : jobs_) {
       if (!j.live) continue;
@@ -598,7 +668,11 @@ void IncrementalScheduler::SetWeights() {
     w.whole.assign(static_cast<size_t>(index_.MaxNodeGpus(static_cast<int>(p))) + 1, 0);
     if (w.whole.size() > 1) w.whole[1] = 1;
     for (size_t n = 1; n < rec.whole_count.size() && n < w.whole.size(); ++n) w.whole[n] += rec.whole_count[n];
-    if (w.slice != rec.last_weights.slice || w.whole != rec.last_weights.whole) {
+    w.cpu_millis_per_unit = rec.host_cpu_units > 0 ? rec.host_cpu / rec.host_cpu_units : 0;
+    w.memory_mib_per_unit = rec.host_memory_units > 0 ? rec.host_memory / rec.host_memory_units : 0;
+    if (w.slice != rec.last_weights.slice || w.whole != rec.last_weights.whole ||
+        w.cpu_millis_per_unit != rec.last_weights.cpu_millis_per_unit ||
+        w.memory_mib_per_unit != rec.last_weights.memory_mib_per_unit) {
       index_.SetShapeWeights(static_cast<int>(p), w);
       rec.last_weights = std::move(w);
     }
@@ -610,20 +684,20 @@ bool IncrementalScheduler::TryPlace(int job, const Eligible& e, std::vector<Slot
   out->clear();
   switch (j.kind) {
     case ShapeKind::kSlice: {
-      auto pick = index_.PickSlice(e.pool, e.profile);
+      auto pick = index_.PickSlice(e.pool, e.profile, j.host);
       if (!pick) return false;
       out->push_back(Slot{pick->gpu, index_.Model(e.pool).profiles[e.profile].MaskAt(pick->start)});
       return true;
     }
     case ShapeKind::kWhole: {
-      auto node = index_.PickNode(e.pool, j.gpus_per_node);
+      auto node = index_.PickNode(e.pool, j.gpus_per_node, j.host);
       if (!node) return false;
       for (int g : index_.TakeFullFreeGpus(*node, j.gpus_per_node)) out->push_back(Slot{g, kFull});
       return true;
     }
     case ShapeKind::kGang: {
       std::vector<int> nodes;
-      if (!index_.PickGang(e.pool, j.nodes, j.gpus_per_node, &nodes)) return false;
+      if (!index_.PickGang(e.pool, j.nodes, j.gpus_per_node, &nodes, j.host)) return false;
       for (int n : nodes) {
         for (int g : index_.TakeFullFreeGpus(n, j.gpus_per_node)) out->push_back(Slot{g, kFull});
       }
@@ -638,9 +712,11 @@ bool IncrementalScheduler::TryBackfill(int job, const Eligible& e, const Reserva
   const Job& j = jobs_[job];
   out->clear();
   if (e.pool != res.pool) return false;
+  const int units = UnitsPerNode(j);
   if (j.kind == ShapeKind::kSlice) {
     const SliceProfile& prof = index_.Model(e.pool).profiles[e.profile];
     for (int g : res.gpus) {
+      if (!index_.HostFits(index_.GpuNode(g), j.host, units)) continue;
       const uint8_t free = static_cast<uint8_t>(~(index_.Used(g) | index_.Held(g)));
       for (int start : prof.starts) {
         if (!index_.Allows(g, e.profile, start)) continue;
@@ -657,6 +733,7 @@ bool IncrementalScheduler::TryBackfill(int job, const Eligible& e, const Reserva
   // Whole GPUs: reserved GPUs are grouped by node (ascending ids).
   for (size_t i = 0; i < res.gpus.size();) {
     const int node = index_.GpuNode(res.gpus[i]);
+    const bool host_ok = index_.HostFits(node, j.host, units);
     std::vector<Slot> take;
     for (; i < res.gpus.size() && index_.GpuNode(res.gpus[i]) == node; ++i) {
       const int g = res.gpus[i];
@@ -665,7 +742,7 @@ bool IncrementalScheduler::TryBackfill(int job, const Eligible& e, const Reserva
         take.push_back(Slot{g, kFull});
       }
     }
-    if (static_cast<int>(take.size()) == j.gpus_per_node) {
+    if (host_ok && static_cast<int>(take.size()) == j.gpus_per_node) {
       *out = std::move(take);
       return true;
     }
@@ -723,6 +800,28 @@ int64_t IncrementalScheduler::EndTime(int job, int64_t now_ms) const {
                                           : now_ms + market_.preempt_notice_ms;
   }
   if (j.view.max_runtime_ms > 0) return std::max(now_ms, j.view.started_at_ms + j.view.max_runtime_ms);
+  return kNever;
+}
+
+int64_t IncrementalScheduler::HostReadyAt(const Job& job, int index_node, int64_t now_ms) const {
+  if (index_.HostFits(index_node, job.host, UnitsPerNode(job))) return now_ms;
+  if (!HostCanEverFit(job, index_node)) return kNever;
+  const HostDemand need = index_.HostCharge(index_node, job.host, UnitsPerNode(job));
+  const bool cpu_limited = index_.NodeCpuTotal(index_node) > 0, memory_limited = index_.NodeMemoryTotal(index_node) > 0;
+  int64_t cpu = index_.NodeCpuFree(index_node), memory = index_.NodeMemoryFree(index_node);
+  // The node's jobs in the order they end; their host comes back as they do.
+  std::vector<std::pair<int64_t, int>> ends;
+  for (int o : nodes_[gpus_[index_.NodeFirstGpu(index_node)].node].jobs) ends.push_back({EndTime(o, now_ms), o});
+  std::sort(ends.begin(), ends.end());
+  for (const auto& [t, o] : ends) {
+    if (t == kNever) return kNever;
+    for (const auto& [n, c] : jobs_[o].host_charged) {
+      if (n != index_node) continue;
+      cpu += c.cpu_millis;
+      memory += c.memory_mib;
+    }
+    if ((!cpu_limited || need.cpu_millis <= cpu) && (!memory_limited || need.memory_mib <= memory)) return t;
+  }
   return kNever;
 }
 
@@ -793,6 +892,7 @@ bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effect
         if (!index_.Allows(g, e.profile, start)) continue;
         Cost c;
         if (!cost_of(g, prof.MaskAt(start), &c)) continue;
+        if (!HostFitsAfter(j, {Slot{g, prof.MaskAt(start)}}, [&](int o) { return movable(o) >= 0; })) continue;
         if (!found || c < best) {
           found = true;
           best = c;
@@ -818,7 +918,7 @@ bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effect
         *total += options[k].first;
         slots->push_back(Slot{options[k].second, kFull});
       }
-      return true;
+      return HostFitsAfter(j, *slots, [&](int o) { return movable(o) >= 0; });
     };
     std::vector<int> cand_nodes;
     for (int g : cand_gpus) {
@@ -927,6 +1027,8 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
     if (j.kind == ShapeKind::kSlice) {
       const SliceProfile& prof = index_.Model(e.pool).profiles[e.profile];
       for (int n : pool_nodes_[e.pool]) {
+        const int64_t host_ready = HostReadyAt(j, nodes_[n].index_node, now_ms);
+        if (host_ready == kNever) continue;
         const int first = index_.NodeFirstGpu(nodes_[n].index_node);
         for (int i = 0; i < index_.NodeGpuCount(nodes_[n].index_node); ++i) {
           const int g = first + i;
@@ -935,7 +1037,7 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
           slot_ready(g, &ready);
           for (int start : prof.starts) {
             if (!index_.Allows(g, e.profile, start)) continue;
-            int64_t t = now_ms;
+            int64_t t = host_ready;
             for (int b = start; b < start + prof.memory_slots; ++b) t = std::max(t, ready[b]);
             if (t == kNever) continue;
             std::tuple<int64_t, int, int> key{t, 0, g};
@@ -976,9 +1078,12 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
       const int inode = nodes_[n].index_node;
       const int fabric = index_.NodeFabric(inode);
       if (j.kind == ShapeKind::kGang && fabric < 0) continue;
+      const int64_t host_ready = HostReadyAt(j, inode, now_ms);
+      if (host_ready == kNever) continue;
       node_gpus_ready(inode);
       if (static_cast<int>(gpu_ready.size()) < j.gpus_per_node) continue;
-      NodeReady r{gpu_ready[j.gpus_per_node - 1].first, 0, inode, j.kind == ShapeKind::kGang ? fabric : -1};
+      NodeReady r{std::max(host_ready, gpu_ready[j.gpus_per_node - 1].first), 0, inode,
+                  j.kind == ShapeKind::kGang ? fabric : -1};
       for (const auto& [t, g] : gpu_ready) r.neg_free_now -= t == now_ms ? 1 : 0;
       nodes_ready.push_back(r);
     }
@@ -1064,15 +1169,18 @@ std::vector<NodePlacement> IncrementalScheduler::ToPlacements(const Job& job,
 
 std::string IncrementalScheduler::ShapeText(const Job& job, int pool) const {
   const std::string model = pool >= 0 ? pools_[pool].model : job.view.gpu_model;
+  const std::string host = HostText(job.host);
   switch (job.kind) {
     case ShapeKind::kSlice:
-      return absl::StrCat("no ", job.view.shape.slice_profile, " placement free");
+      return absl::StrCat("no ", job.view.shape.slice_profile, " placement free",
+                          host.empty() ? "" : absl::StrCat(" on a node with ", host, " free"));
     case ShapeKind::kWhole:
       return absl::StrCat("no node with ", job.gpus_per_node, " free ", model, " GPU",
-                          job.gpus_per_node == 1 ? "" : "s");
+                          job.gpus_per_node == 1 ? "" : "s",
+                          host.empty() ? "" : absl::StrCat(" and ", host, " free"));
     case ShapeKind::kGang:
       return absl::StrCat("no fabric with ", job.nodes, " nodes x ", job.gpus_per_node, " free ",
-                          model, " GPUs");
+                          model, " GPUs", host.empty() ? "" : absl::StrCat(" and ", host, " free"));
   }
   return "";
 }
@@ -1224,14 +1332,14 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   std::vector<Micros> blocked_bid(static_cast<size_t>(npools), 0);
   std::vector<int64_t> waiting_units(tenants_.size(), 0);
   std::vector<std::pair<int, ReasonKey>> reasons;
-  absl::flat_hash_set<std::tuple<int, int, int, int>> failed_place;
-  absl::flat_hash_map<std::tuple<int, int, int, int>, Micros> failed_victims;
+  absl::flat_hash_set<ShapeKeyT> failed_place;
+  absl::flat_hash_map<ShapeKeyT, Micros> failed_victims;
   // Shapes (over the pools a job may use) no reservation could be made for. Within a round
   // capacity is taken and held, and comes free at a known time only by a notice (cleared
   // then), so such a search would fail again: at fleet scale, with every GPU busy for an
   // unknown time, each blocked job would otherwise scan the whole pool.
-  std::set<std::vector<std::tuple<int, int, int, int>>> failed_reserve;
-  std::vector<std::tuple<int, int, int, int>> reserve_key;
+  std::set<std::vector<ShapeKeyT>> failed_reserve;
+  std::vector<ShapeKeyT> reserve_key;
   std::optional<ReservationState> reservation;
   std::vector<std::pair<int, uint8_t>> held_log;  // gpu, held before
   std::vector<std::pair<size_t, int>> started;    // assignment index, job

@@ -124,8 +124,10 @@ class IncrementalScheduler {
     int gpus_per_node = 1;
     int nodes = 1;
     int64_t units = 0;  ///< compute units in all (quota, usage)
+    HostDemand host;    ///< CPU and memory on each node (0 fields: proportional share)
     // Running.
     std::vector<Slot> slots;
+    std::vector<std::pair<int, HostDemand>> host_charged;  ///< index node, charge held there
     std::vector<int> on_nodes;  ///< NodeRec ids it has slots on
     int run_pool = -1;
     // Pending: pools it may run in, refreshed when the fleet's structure changes.
@@ -196,6 +198,9 @@ class IncrementalScheduler {
     // Jobs per shape in this pool (pending ones count in every pool they may run in).
     std::vector<int64_t> slice_count;
     std::vector<int64_t> whole_count;
+    // Host CPU and memory asked by the jobs counted above that ask for them, and the
+    // compute units per node those jobs take (the workload's host rate per unit).
+    int64_t host_cpu = 0, host_cpu_units = 0, host_memory = 0, host_memory_units = 0;
     ShapeWeights last_weights;
   };
 
@@ -222,6 +227,14 @@ class IncrementalScheduler {
   void SetMarket(const MarketConfig& market);
   void RefreshGpu(int gpu);
   void Occupy(int job, const std::vector<Slot>& slots);
+  /// Compute units the job takes on each node it runs on.
+  int UnitsPerNode(const Job& job) const {
+    return job.kind == ShapeKind::kSlice ? static_cast<int>(job.units) : job.gpus_per_node * kComputeUnitsPerGpu;
+  }
+  /// Whether the slots' nodes have the job's CPU and memory once the jobs leave that
+  /// occupy those slots (`leaving(o)` says which may).
+  template <typename Leaving>
+  bool HostFitsAfter(const Job& job, const std::vector<Slot>& slots, Leaving leaving) const;
   void Vacate(int job);
   std::vector<Slot> ResolvePlacements(const JobView& view) const;
   void RefreshEligibility(Job& job);
@@ -254,7 +267,14 @@ class IncrementalScheduler {
   /// Adds (sign 1) or removes (-1) a job's shape from the per-pool counts.
   void CountShape(Job& job, int sign);
   bool GangFeasible(int pool, int nodes, int gpus_per_node);
-  std::tuple<int, int, int, int> ShapeKey(const Job& job, const Eligible& e) const;
+  /// What makes two pending jobs place alike: pool, shape and host demand.
+  using ShapeKeyT = std::tuple<int, int, int, int, int64_t, int64_t>;
+  ShapeKeyT ShapeKey(const Job& job, const Eligible& e) const;
+  /// Whether the node is large enough for the job's CPU and memory at all.
+  bool HostCanEverFit(const Job& job, int index_node) const;
+  /// When the node will have the job's CPU and memory free, as far as the ends of its
+  /// jobs are known (kNever: not foreseeable, or the node is too small).
+  int64_t HostReadyAt(const Job& job, int index_node, int64_t now_ms) const;
   Micros EffectiveBid(const Job& job, int pool) const;
 
   /// What a dry round changed, to put back in reverse order: a job it started (`view` as it

@@ -40,6 +40,9 @@ struct NodeView {
   bool cordoned = false;
   /// Being drained: no new work, and running jobs get a PreemptCause::kCordoned notice.
   bool draining = false;
+  /// Host CPU (millicores) and memory (MiB) for jobs; 0 = unknown (limits nothing).
+  int64_t cpu_millis = 0;
+  int64_t memory_mib = 0;
   std::vector<GpuView> gpus;
 };
 

@@ -17,6 +17,10 @@ struct JobShape {
   std::string slice_profile;  ///< kSlice: e.g. "1g.10gb"
   int gpus_per_node = 1;      ///< kWholeGpus / kGang
   int nodes = 1;              ///< kGang: K nodes (all or nothing, one fabric)
+  /// Host CPU (millicores) and memory (MiB) on each node; 0 = the job's share of the node in
+  /// proportion to the GPU capacity it takes there.
+  int64_t cpu_millis = 0;
+  int64_t memory_mib = 0;
 
   static JobShape Slice(std::string profile) {
     JobShape s;

@@ -239,6 +239,8 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     if (sh.has_whole_gpus()) cand.shape = JobShape::WholeGpus(sh.whole_gpus().count());
     else if (sh.has_gang()) cand.shape = JobShape::Gang(sh.gang().nodes(), sh.gang().gpus_per_node());
     else cand.shape = JobShape::Slice(sh.slice_profile());
+    cand.shape.cpu_millis = sh.cpu_millis();
+    cand.shape.memory_mib = sh.memory_mib();
     cand.gpu_model = req->gpu_model();
     cand.max_runtime_ms = req->max_runtime_seconds() * 1000;
     const scheduler::Quote q =

@@ -32,6 +32,16 @@ absl::Status ValidateShape(const v1::Shape& shape, const std::string& gpu_model,
       return Bad("spec.gpu_model", absl::StrCat("unknown GPU model '", gpu_model, "' (known: ", known, ")"));
     }
   }
+  if (shape.cpu_millis() < 0 || shape.cpu_millis() > limits.max_cpu_millis) {
+    return Bad(absl::StrCat(field, ".cpu_millis"),
+               absl::StrCat("must be 0 (a share of the node in proportion to the GPUs) to ",
+                            limits.max_cpu_millis, " millicores, got ", shape.cpu_millis()));
+  }
+  if (shape.memory_mib() < 0 || shape.memory_mib() > limits.max_memory_mib) {
+    return Bad(absl::StrCat(field, ".memory_mib"),
+               absl::StrCat("must be 0 (a share of the node in proportion to the GPUs) to ",
+                            limits.max_memory_mib, " MiB, got ", shape.memory_mib()));
+  }
   switch (shape.kind_case()) {
     case v1::Shape::kSliceProfile: {
       const std::string& p = shape.slice_profile();

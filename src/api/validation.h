@@ -23,6 +23,9 @@ struct Limits {
   size_t max_name_bytes = 128;
   int64_t max_runtime_seconds = 30LL * 24 * 3600;
   int64_t max_builtin_duration_ms = 7LL * 24 * 3600 * 1000;
+  /// Host CPU and memory one job may ask for on a node: 4,096 cores, 64 TiB.
+  int64_t max_cpu_millis = 4096LL * 1000;
+  int64_t max_memory_mib = 64LL * 1024 * 1024;
 };
 
 absl::Status ValidateShape(const surplus::v1::Shape& shape, const std::string& gpu_model,

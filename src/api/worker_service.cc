@@ -25,6 +25,13 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContex
       return absl::InvalidArgumentError(absl::StrCat("gpu_model: unknown GPU model '", req->gpu_model().substr(0, 64), "'"));
     }
     if (req->gpus_size() == 0 || req->gpus_size() > 64) return absl::InvalidArgumentError("gpus: 1 to 64 GPUs");
+    // A node larger than any job may ask for is taken at that size: 0 = unknown.
+    if (req->cpu_millis() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("cpu_millis: must not be negative, got ", req->cpu_millis()));
+    }
+    if (req->memory_mib() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("memory_mib: must not be negative, got ", req->memory_mib()));
+    }
     for (int i = 0; i < req->gpus_size(); ++i) {
       const v1::GpuDescription& g = req->gpus(i);
       if (g.index() != i) return absl::InvalidArgumentError("gpus: indices must be 0..N-1 in order");

@@ -78,6 +78,16 @@ absl::StatusOr<v1::Shape> BuildShape(const ShapeOptions& options) {
     shape.mutable_gang()->set_nodes(gang->nodes);
     shape.mutable_gang()->set_gpus_per_node(gang->gpus_per_node);
   }
+  if (!options.cpus.empty()) {
+    auto cpus = ParseCpuMillis(options.cpus);
+    if (!cpus.ok()) return FlagError("--cpus", cpus.status());
+    shape.set_cpu_millis(*cpus);
+  }
+  if (!options.memory.empty()) {
+    auto memory = ParseMemoryMib(options.memory);
+    if (!memory.ok()) return FlagError("--memory", memory.status());
+    shape.set_memory_mib(*memory);
+  }
   return shape;
 }
 
@@ -688,6 +698,10 @@ void AddShapeFlags(CLI::App* sub, ShapeOptions& shape) {
   sub->add_option("--slice", shape.slice, "one slice of this profile, e.g. 1g.10gb");
   sub->add_option("--gpus", shape.gpus, "N whole GPUs on one node");
   sub->add_option("--gang", shape.gang, "K nodes x N GPUs, all or nothing, e.g. 2x8");
+  sub->add_option("--cpus", shape.cpus,
+                  "host CPUs on each node, e.g. 4 or 0.5 (default: the node's CPUs in proportion to the GPUs)");
+  sub->add_option("--memory", shape.memory,
+                  "host memory on each node, e.g. 64Gi (default: in proportion to the GPUs)");
 }
 
 std::vector<Command> BuildApp(CLI::App& app, CliState& st) {

@@ -31,6 +31,8 @@ struct ShapeOptions {
   std::string slice;  ///< --slice 1g.10gb
   std::string gpus;   ///< --gpus N
   std::string gang;   ///< --gang KxN
+  std::string cpus;   ///< --cpus 4 (per node)
+  std::string memory; ///< --memory 64Gi (per node)
 };
 
 /// `submit` flags as typed on the command line.

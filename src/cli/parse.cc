@@ -71,6 +71,58 @@ absl::StatusOr<Micros> ParsePriceMicros(absl::string_view text) {
   return ParseUsd(text, kMaxPriceMicrosPerGpuHour);
 }
 
+absl::StatusOr<int64_t> ParseCpuMillis(absl::string_view text) {
+  constexpr int64_t kMax = 4096LL * 1000;
+  const auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad CPU count '", text, "': use CPUs like 4 or 0.5, or millicores like 500m"));
+  };
+  int64_t millis = 0;
+  if (!text.empty() && text.back() == 'm') {
+    const absl::string_view digits = text.substr(0, text.size() - 1);
+    if (digits.empty() || digits.size() > 10 || !AllDigits(digits) || !absl::SimpleAtoi(digits, &millis)) return bad();
+  } else {
+    const size_t dot = text.find('.');
+    const absl::string_view whole = text.substr(0, dot);
+    const absl::string_view frac = dot == absl::string_view::npos ? absl::string_view() : text.substr(dot + 1);
+    if (whole.size() > 7 || !AllDigits(whole) || frac.size() > 3 ||
+        (dot != absl::string_view::npos && !AllDigits(frac))) {
+      return bad();
+    }
+    int64_t w = 0;
+    if (!absl::SimpleAtoi(whole, &w)) return bad();
+    int64_t f = 0;
+    for (size_t i = 0; i < 3; ++i) f = f * 10 + (i < frac.size() ? frac[i] - '0' : 0);
+    millis = w * 1000 + f;
+  }
+  if (millis < 1 || millis > kMax) {
+    return absl::InvalidArgumentError(absl::StrCat("CPU count '", text, "' out of range: 1m to 4096 CPUs"));
+  }
+  return millis;
+}
+
+absl::StatusOr<int64_t> ParseMemoryMib(absl::string_view text) {
+  constexpr int64_t kMax = 64LL * 1024 * 1024;
+  size_t end = 0;
+  while (end < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[end]))) ++end;
+  const absl::string_view digits = text.substr(0, end);
+  std::string unit = absl::AsciiStrToLower(text.substr(end));
+  if (!unit.empty() && unit.back() == 'b') unit.pop_back();  // "GiB" -> "gi"
+  int64_t n = 0;
+  int64_t scale = 0;
+  if (unit.empty() || unit == "mi") scale = 1;
+  if (unit == "gi") scale = 1024;
+  if (unit == "ti") scale = 1024 * 1024;
+  if (digits.empty() || digits.size() > 12 || scale == 0 || !absl::SimpleAtoi(digits, &n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad memory size '", text, "': use a whole number with Mi, Gi or Ti, e.g. 64Gi"));
+  }
+  if (n < 1 || n > kMax / scale) {
+    return absl::InvalidArgumentError(absl::StrCat("memory size '", text, "' out of range: 1Mi to 64Ti"));
+  }
+  return n * scale;
+}
+
 absl::StatusOr<Tier> ParseTier(absl::string_view text) {
   const std::string t = absl::AsciiStrToLower(text);
   if (t == "spot") return Tier::kSpot;

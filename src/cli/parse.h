@@ -29,6 +29,14 @@ absl::StatusOr<int64_t> ParseDurationMs(absl::string_view text);
 /// [0, kMaxPriceMicrosPerGpuHour]. No floating point anywhere.
 absl::StatusOr<Micros> ParsePriceMicros(absl::string_view text);
 
+/// Host CPUs as millicores: "4", "0.5", "1.25" (at most three decimals) or "500m"; 1 to
+/// 4,096,000 millicores.
+absl::StatusOr<int64_t> ParseCpuMillis(absl::string_view text);
+
+/// Host memory in MiB: "64Gi", "64GiB", "512Mi", "512MiB", "1Ti", or a bare integer of MiB;
+/// 1 MiB to 64 TiB.
+absl::StatusOr<int64_t> ParseMemoryMib(absl::string_view text);
+
 /// "spot" or "on-demand" (also "on_demand", "ondemand"); case-insensitive.
 absl::StatusOr<Tier> ParseTier(absl::string_view text);
 

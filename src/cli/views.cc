@@ -86,17 +86,29 @@ std::string RoleName(v1::Role role) {
 }
 
 std::string ShapeText(const v1::Shape& shape) {
+  std::string text;
   switch (shape.kind_case()) {
     case v1::Shape::kSliceProfile:
-      return shape.slice_profile();
+      text = shape.slice_profile();
+      break;
     case v1::Shape::kWholeGpus:
-      return absl::StrCat(shape.whole_gpus().count(),
-                          shape.whole_gpus().count() == 1 ? " GPU" : " GPUs");
+      text = absl::StrCat(shape.whole_gpus().count(), shape.whole_gpus().count() == 1 ? " GPU" : " GPUs");
+      break;
     case v1::Shape::kGang:
-      return absl::StrCat(shape.gang().nodes(), "x", shape.gang().gpus_per_node(), " GPUs");
+      text = absl::StrCat(shape.gang().nodes(), "x", shape.gang().gpus_per_node(), " GPUs");
+      break;
     default:
       return "";
   }
+  // Host resources per node, when the job asked for them.
+  if (const int64_t m = shape.cpu_millis(); m > 0) {
+    absl::StrAppend(&text, ", ", m % 1000 == 0 ? absl::StrCat(m / 1000) : absl::StrCat(m, "m"), " CPU",
+                    m == 1000 ? "" : "s");
+  }
+  if (const int64_t m = shape.memory_mib(); m > 0) {
+    absl::StrAppend(&text, ", ", m % 1024 == 0 ? absl::StrCat(m / 1024, " GiB") : absl::StrCat(m, " MiB"));
+  }
+  return text;
 }
 
 bool IsTerminal(v1::JobState state) {

@@ -124,14 +124,15 @@ constexpr char kInsertJobsBulk[] =
     "WITH j AS ("
     " INSERT INTO jobs (id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
     "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, state,"
-    "  reason, created_ms)"
+    "  reason, created_ms, cpu_millis, memory_mib)"
     " SELECT id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile, gpus_per_node,"
     "  node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, 'PENDING',"
-    "  'waiting for the next scheduling round', created_ms"
+    "  'waiting for the next scheduling round', created_ms, cpu_millis, memory_mib"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
     "  $8::int[], $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::bool[],"
-    "  $15::bigint[]) AS v(id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
-    "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, created_ms)"
+    "  $15::bigint[], $16::bigint[], $17::bigint[]) AS v(id, tenant_id, request_id, name, spec_json,"
+    "  shape_kind, slice_profile, gpus_per_node, node_count, tier, bid_micros, gpu_model,"
+    "  max_runtime_ms, requeue, created_ms, cpu_millis, memory_mib)"
     " ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, created_ms),"
     " e AS (INSERT INTO job_events (job_id, at_ms, state, reason)"
     "  SELECT id, created_ms, 'PENDING', 'submitted' FROM j)"
@@ -142,9 +143,9 @@ constexpr char kInsertJob[] =
     "WITH j AS ("
     " INSERT INTO jobs (id, tenant_id, request_id, name, spec_json, shape_kind, slice_profile,"
     "  gpus_per_node, node_count, tier, bid_micros, gpu_model, max_runtime_ms, requeue, state,"
-    "  reason, created_ms)"
+    "  reason, created_ms, cpu_millis, memory_mib)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING',"
-    "  'waiting for the next scheduling round', $15)"
+    "  'waiting for the next scheduling round', $15, $16, $17)"
     " ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, created_ms),"
     " e AS (INSERT INTO job_events (job_id, at_ms, state, reason)"
     "  SELECT id, created_ms, 'PENDING', 'submitted' FROM j)"
@@ -210,7 +211,7 @@ std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     std::map<std::string, std::pair<int64_t, int64_t>> quota;  // tenant -> (max, pending)
     std::vector<size_t> bulk;                 // items inserted by the one bulk statement
-    std::vector<std::vector<std::string>> cols(15);
+    std::vector<std::vector<std::string>> cols(17);
     for (size_t i = 0; i < items.size(); ++i) {
       const SubmitItem& it = items[i];
       SubmitOutcome& o = out[i];
@@ -265,13 +266,16 @@ std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>
         cols[12].push_back(std::to_string(spec.max_runtime_seconds() * 1000));
         cols[13].push_back(spec.requeue() ? "t" : "f");
         cols[14].push_back(std::to_string(it.now_ms));
+        cols[15].push_back(std::to_string(shape.cpu_millis()));
+        cols[16].push_back(std::to_string(shape.memory_mib()));
         o.job.set_id(id);
         continue;
       }
       auto r = tx.exec_prepared(
           "insert_job", id, it.tenant_id, spec.request_id(), spec.name(), spec_json, ShapeKind(shape),
           shape.slice_profile(), gpus, node_count, tier, spec.bid_micros_per_gpu_hour(),
-          spec.gpu_model(), spec.max_runtime_seconds() * 1000, spec.requeue(), it.now_ms);
+          spec.gpu_model(), spec.max_runtime_seconds() * 1000, spec.requeue(), it.now_ms,
+          shape.cpu_millis(), shape.memory_mib());
       if (r.empty()) {
         FillJob(tx.exec_prepared("job_by_request", it.tenant_id, spec.request_id())[0], &o.job);
         continue;
@@ -283,7 +287,8 @@ std::vector<SubmitOutcome> PgJobStore::SubmitBatch(const std::vector<SubmitItem>
     auto r = tx.exec_prepared("insert_jobs_bulk", PgArray(cols[0]), PgArray(cols[1]), PgArray(cols[2]),
                               PgArray(cols[3]), PgArray(cols[4]), PgArray(cols[5]), PgArray(cols[6]),
                               PgArray(cols[7]), PgArray(cols[8]), PgArray(cols[9]), PgArray(cols[10]),
-                              PgArray(cols[11]), PgArray(cols[12]), PgArray(cols[13]), PgArray(cols[14]));
+                              PgArray(cols[11]), PgArray(cols[12]), PgArray(cols[13]), PgArray(cols[14]),
+                              PgArray(cols[15]), PgArray(cols[16]));
     std::set<std::string> inserted;
     for (const auto& row : r) inserted.insert(row[0].as<std::string>());
     for (size_t i : bulk) {
@@ -414,7 +419,7 @@ std::vector<scheduler::JobView> PgJobStore::ReadSchedulerJobs(pqxx::transaction_
       "SELECT j.id, j.tenant_id, j.tier, j.bid_micros, j.shape_kind, j.slice_profile,"
       " j.gpus_per_node, j.node_count, j.gpu_model, j.seq, j.max_runtime_ms, j.state,"
       " coalesce(j.started_ms, j.assigned_ms, 0), j.stop_requested,"
-      SURPLUS_PLACEMENTS_SQL ", coalesce(j.stop_deadline_ms, 0)"
+      SURPLUS_PLACEMENTS_SQL ", coalesce(j.stop_deadline_ms, 0), j.cpu_millis, j.memory_mib"
       " FROM jobs j" + filter + " ORDER BY j.seq");
   out.reserve(r.size());
   for (const auto& row : r) {
@@ -436,6 +441,8 @@ std::vector<scheduler::JobView> PgJobStore::ReadSchedulerJobs(pqxx::transaction_
     } else {
       v.shape = JobShape::WholeGpus(row[6].as<int>());
     }
+    v.shape.cpu_millis = row[16].as<int64_t>();
+    v.shape.memory_mib = row[17].as<int64_t>();
     v.gpu_model = row[8].as<std::string>();
     v.submit_seq = row[9].as<int64_t>();
     v.max_runtime_ms = row[10].as<int64_t>();

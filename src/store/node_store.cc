@@ -16,11 +16,13 @@ namespace v1 = surplus::v1;
 absl::Status PgNodeStore::Register(const v1::RegisterRequest& req, int64_t now_ms) {
   return pool_.Transact([&](pqxx::work& tx) {
     tx.exec_params(
-        "INSERT INTO nodes (name, gpu_model, fabric, backend, registered_ms, last_heartbeat_ms)"
-        " VALUES ($1, $2, $3, $4, $5, $5)"
+        "INSERT INTO nodes (name, gpu_model, fabric, backend, registered_ms, last_heartbeat_ms,"
+        " cpu_millis, memory_mib)"
+        " VALUES ($1, $2, $3, $4, $5, $5, $6, $7)"
         " ON CONFLICT (name) DO UPDATE SET gpu_model = EXCLUDED.gpu_model, fabric = EXCLUDED.fabric,"
-        " backend = EXCLUDED.backend, lost = false, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms",
-        req.node(), req.gpu_model(), req.fabric(), req.backend(), now_ms);
+        " backend = EXCLUDED.backend, lost = false, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms,"
+        " cpu_millis = EXCLUDED.cpu_millis, memory_mib = EXCLUDED.memory_mib",
+        req.node(), req.gpu_model(), req.fabric(), req.backend(), now_ms, req.cpu_millis(), req.memory_mib());
     for (const auto& g : req.gpus()) {
       std::optional<std::string> mig;  // NULL: not in MIG mode
       if (g.mig_enabled()) {
@@ -176,7 +178,7 @@ constexpr char kNodeGpuQueryHead[] =
     "SELECT n.name, n.gpu_model, n.fabric, n.cordoned, n.lost, n.last_heartbeat_ms, n.backend,"
     " g.idx, g.uuid, g.utilization_pct, g.memory_used_mib, g.memory_total_mib, g.healthy,"
     " g.health_reason, g.owner_busy, g.owner_reclaimed, g.owner_idle_since_ms, n.draining,"
-    " g.mig_slices"
+    " g.mig_slices, n.cpu_millis, n.memory_mib"
     " FROM nodes n LEFT JOIN gpus g ON g.node = n.name";
 constexpr char kNodeGpuQueryTail[] = " ORDER BY n.name, g.idx";
 
@@ -265,6 +267,8 @@ std::vector<StoredNode> PgNodeStore::ReadSchedulerNodes(pqxx::transaction_base& 
       n.fabric = r[2].as<std::string>();
       n.cordoned = r[3].as<bool>() || r[17].as<bool>();
       n.draining = r[17].as<bool>();
+      n.cpu_millis = r[19].as<int64_t>();
+      n.memory_mib = r[20].as<int64_t>();
     }
     if (r[7].is_null()) continue;
     scheduler::GpuView& g = out.back().view.gpus.emplace_back();

@@ -684,6 +684,35 @@ TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
 #endif
 }
 
+TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
+  Start("host");
+  // A node offering 8 CPUs and 16 GiB to jobs: two GPUs, but not CPUs for two 6-CPU jobs.
+  stack_->StartWorker("node-h", 2, {"--host-cpu-millis", "8000", "--host-memory-mib", "16384"});
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT cpu_millis || '/' || memory_mib FROM nodes WHERE name = 'node-h'") ==
+                                   "8000/16384"; }, 15000))
+      << stack_->control_log();
+  auto host_spec = [&](const std::string& name, int64_t cpu_millis, int64_t memory_mib) {
+    v1::JobSpec spec = ExecSpec(name, {"sleep", "120"}, 1, "", 3'000'000);
+    spec.mutable_shape()->set_cpu_millis(cpu_millis);
+    spec.mutable_shape()->set_memory_mib(memory_mib);
+    return spec;
+  };
+  const std::string first = Submit(host_spec("first", 6000, 4096));
+  ASSERT_TRUE(WaitState(first, v1::JOB_STATE_RUNNING, 15000)) << Get(first).reason();
+  const std::string second = Submit(host_spec("second", 6000, 0));
+  const std::string too_big = Submit(host_spec("too-big", 0, 32768));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // several rounds
+  EXPECT_EQ(Get(second).state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(Get(second).reason(), "no node with 1 free H100-80GB GPU and 6 CPUs free");
+  EXPECT_EQ(Get(too_big).reason(), "no node with 1 free H100-80GB GPU and 32 GiB free");
+  EXPECT_EQ(Get(second).spec().shape().cpu_millis(), 6000);
+  // The first job's CPUs come back when it ends: the second starts.
+  ASSERT_TRUE(Cancel(first).ok());
+  ASSERT_TRUE(WaitState(second, v1::JOB_STATE_RUNNING, 15000)) << Get(second).reason();
+  EXPECT_EQ(Get(too_big).state(), v1::JOB_STATE_PENDING);
+  for (const auto& id : {second, too_big}) ASSERT_TRUE(Cancel(id).ok());
+}
+
 TEST_F(E2e, CordonKeepsJobsRunningDrainGivesThemNotice) {
   Start("drain", {"--preemption-notice-ms", "2000"});
   stack_->StartWorker("node-d", 1);

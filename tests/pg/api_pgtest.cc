@@ -237,6 +237,10 @@ TEST_F(ApiTest, BadFieldsAreInvalidArgumentNamingTheField) {
          (*e->mutable_env())["BAD-NAME"] = "x";
        }},
       {"spec.workload", [](v1::JobSpec* s) { s->mutable_workload()->Clear(); }},
+      {"shape.cpu_millis", [](v1::JobSpec* s) { s->mutable_shape()->set_cpu_millis(-1); }},
+      {"shape.cpu_millis", [](v1::JobSpec* s) { s->mutable_shape()->set_cpu_millis(5'000'000); }},
+      {"shape.memory_mib", [](v1::JobSpec* s) { s->mutable_shape()->set_memory_mib(-4096); }},
+      {"shape.memory_mib", [](v1::JobSpec* s) { s->mutable_shape()->set_memory_mib(int64_t{1} << 40); }},
   };
   for (const auto& c : cases) {
     v1::JobSpec spec = SleepSpec("bad-" + c.field);
@@ -308,6 +312,31 @@ TEST_F(ApiTest, RegisterRejectsNodeNamesThatCannotTravelInLists) {
   }
   EXPECT_TRUE(reg("gpu-node_07.rack-3").ok());
   EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name LIKE '%,%' OR name LIKE '%|%'"), "0");
+}
+
+TEST_F(ApiTest, RegisterStoresTheHostSizeAndRefusesANegativeOne) {
+  auto worker = v1::WorkerService::NewStub(MakeChannel(stack_->endpoint(), ""));
+  const std::string key = stack_->IssueKey(v1::ROLE_WORKER);
+  auto reg = [&](int64_t cpu, int64_t memory) {
+    v1::RegisterRequest req;
+    req.set_node("host-1");
+    req.set_gpu_model("H100-80GB");
+    req.add_gpus()->set_index(0);
+    req.set_cpu_millis(cpu);
+    req.set_memory_mib(memory);
+    v1::RegisterResponse resp;
+    auto ctx = Ctx(key);
+    return worker->Register(ctx.get(), req, &resp);
+  };
+  grpc::Status s = reg(-1000, 4096);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("cpu_millis"), std::string::npos) << s.error_message();
+  s = reg(1000, -1);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("memory_mib"), std::string::npos) << s.error_message();
+  EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name = 'host-1'"), "0");
+  ASSERT_TRUE(reg(96'000, 786'432).ok());
+  EXPECT_EQ(stack_->Sql("SELECT cpu_millis || '/' || memory_mib FROM nodes WHERE name = 'host-1'"), "96000/786432");
 }
 
 TEST_F(ApiTest, RegisterChecksMigGeometryAgainstTheModel) {

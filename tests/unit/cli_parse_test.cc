@@ -171,6 +171,34 @@ TEST(BuildJobSpec, GangShape) {
   EXPECT_EQ(spec->shape().gang().gpus_per_node(), 8);
 }
 
+TEST(ParseHostResources, CpusAndMemory) {
+  EXPECT_EQ(*ParseCpuMillis("4"), 4000);
+  EXPECT_EQ(*ParseCpuMillis("0.5"), 500);
+  EXPECT_EQ(*ParseCpuMillis("1.25"), 1250);
+  EXPECT_EQ(*ParseCpuMillis("250m"), 250);
+  for (const char* bad : {"", "0", "-1", "1.2345", "1.", ".5", "4 CPUs", "5000", "m", "1e3"}) {
+    EXPECT_FALSE(ParseCpuMillis(bad).ok()) << bad;
+  }
+  EXPECT_EQ(*ParseMemoryMib("512"), 512);
+  EXPECT_EQ(*ParseMemoryMib("512Mi"), 512);
+  EXPECT_EQ(*ParseMemoryMib("64Gi"), 65536);
+  EXPECT_EQ(*ParseMemoryMib("64GiB"), 65536);
+  EXPECT_EQ(*ParseMemoryMib("1Ti"), 1048576);
+  for (const char* bad : {"", "0", "-5Gi", "64GB", "1.5Gi", "Gi", "65Ti"}) {
+    EXPECT_FALSE(ParseMemoryMib(bad).ok()) << bad;
+  }
+}
+
+TEST(BuildJobSpec, HostResourcesPerNode) {
+  SubmitOptions o = ValidSubmit();
+  o.shape.cpus = "12";
+  o.shape.memory = "96Gi";
+  auto spec = BuildJobSpec(o);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->shape().cpu_millis(), 12000);
+  EXPECT_EQ(spec->shape().memory_mib(), 98304);
+}
+
 TEST(BuildJobSpec, ErrorsNameTheFlag) {
   struct Case {
     const char* what;
@@ -185,8 +213,12 @@ TEST(BuildJobSpec, ErrorsNameTheFlag) {
       {"bad runtime", [](SubmitOptions& o) { o.max_runtime = "soon"; }, "--max-runtime"},
       {"bad gpus", [](SubmitOptions& o) { o.shape.gpus = "two"; }, "--gpus"},
       {"zero gpus", [](SubmitOptions& o) { o.shape.gpus = "0"; }, "--gpus"},
-      {"bad gang", [](SubmitOptions& o) { o.shape = {"", "", "2by8"}; }, "--gang"},
-      {"bad slice", [](SubmitOptions& o) { o.shape = {"9g.90gb", "", ""}; }, "--slice"},
+      {"bad gang", [](SubmitOptions& o) { o.shape = {"", "", "2by8", "", ""}; }, "--gang"},
+      {"bad slice", [](SubmitOptions& o) { o.shape = {"9g.90gb", "", "", "", ""}; }, "--slice"},
+      {"bad cpus", [](SubmitOptions& o) { o.shape.cpus = "four"; }, "--cpus"},
+      {"zero cpus", [](SubmitOptions& o) { o.shape.cpus = "0"; }, "--cpus"},
+      {"bad memory unit", [](SubmitOptions& o) { o.shape.memory = "64GB"; }, "--memory"},
+      {"fractional memory", [](SubmitOptions& o) { o.shape.memory = "1.5Gi"; }, "--memory"},
       {"two shapes", [](SubmitOptions& o) { o.shape.slice = "1g.10gb"; }, "--slice"},
       {"bad env", [](SubmitOptions& o) { o.env = {"NOEQUALS"}; }, "--env"},
       {"builtin and argv", [](SubmitOptions& o) { o.builtin = "sleep"; }, "--builtin"},

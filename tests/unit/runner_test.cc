@@ -273,6 +273,19 @@ TEST(ShareOfNode, GpuShareOfCpusAndMemory) {
   EXPECT_EQ(tiny.memory_bytes, int64_t{256} << 20);
 }
 
+TEST(ShareOfNode, RequestsReplaceTheShare) {
+  const CgroupLimits share = ShareOfNode(7, 8, 16, int64_t{64} << 30, int64_t{8} << 30);
+  // 2.5 CPUs and 12 GiB asked: exactly that, whatever the GPU share would give.
+  const CgroupLimits asked = WithRequests(share, 2'500, 12 * 1024);
+  EXPECT_EQ(asked.cpu_quota_us, 250'000);
+  EXPECT_EQ(asked.memory_bytes, int64_t{12} << 30);
+  // Only memory asked: the CPU share stays.
+  const CgroupLimits mem_only = WithRequests(share, 0, 1024);
+  EXPECT_EQ(mem_only.cpu_quota_us, share.cpu_quota_us);
+  EXPECT_EQ(mem_only.memory_bytes, int64_t{1} << 30);
+  EXPECT_EQ(WithRequests(share, 0, 0).memory_bytes, share.memory_bytes);
+}
+
 class CgroupLayoutTest : public RunnerTest {};
 
 TEST_F(CgroupLayoutTest, V2WritesLimitsAndEnablesControllers) {

@@ -43,6 +43,9 @@ JobView RandomPending(World& w, std::mt19937_64& rng) {
   if (rng() % 5 == 0) j.gpu_model = "H100-80GB";
   j.submit_seq = w.next_seq++;
   if (rng() % 2) j.max_runtime_ms = static_cast<int64_t>(10 + rng() % 200) * kMinute;
+  // Some ask for host CPU or memory on each node (the rest take their GPU share).
+  if (rng() % 3 == 0) j.shape.cpu_millis = static_cast<int64_t>(500 * (1 + rng() % 40));
+  if (rng() % 4 == 0) j.shape.memory_mib = static_cast<int64_t>(4096 * (1 + rng() % 32));
   return j;
 }
 
@@ -63,6 +66,9 @@ World RandomWorld(uint64_t seed) {
     NodeView node = Node("n" + std::to_string(n), 1 << (rng() % 4), fabrics[rng() % 3]);
     node.cordoned = rng() % 20 == 0;
     node.draining = rng() % 20 == 0;
+    // Host size: unknown on some nodes, small or large per GPU on others.
+    if (rng() % 3 != 0) node.cpu_millis = static_cast<int64_t>(node.gpus.size()) * 1000 * (2 + rng() % 14);
+    if (rng() % 3 != 0) node.memory_mib = static_cast<int64_t>(node.gpus.size()) * 8192 * (1 + rng() % 12);
     for (GpuView& g : node.gpus) {
       g.owner_busy = rng() % 10 == 0;
       g.healthy = rng() % 20 != 0;
@@ -170,6 +176,43 @@ void CheckDecisions(const Snapshot& s, const Decisions& d, uint64_t seed) {
     if (!j.running) continue;
     for (const NodePlacement& p : j.placements) mark(j.id, p, false);
   }
+  // Host CPU and memory: a node that gets new work has room for all of it, with what runs
+  // there already (a zero request counts as the GPU share of the node).
+  std::map<std::string, std::pair<int64_t, int64_t>> host_used;
+  std::set<std::string> host_new;
+  auto charge = [&](const JobView& j, const NodePlacement& p) {
+    const NodeView& n = *nodes.at(p.node_id);
+    const SliceProfile* prof = H100().FindProfile(p.slice_profile);
+    const int64_t units = prof != nullptr && !prof->IsWholeGpu()
+                              ? prof->compute_units
+                              : int64_t{kComputeUnitsPerGpu} * static_cast<int64_t>(p.gpu_indices.size());
+    const int64_t node_units = int64_t{kComputeUnitsPerGpu} * static_cast<int64_t>(n.gpus.size());
+    auto& u = host_used[p.node_id];
+    u.first += j.shape.cpu_millis > 0 ? j.shape.cpu_millis : n.cpu_millis * units / node_units;
+    u.second += j.shape.memory_mib > 0 ? j.shape.memory_mib : n.memory_mib * units / node_units;
+  };
+  for (const JobView& j : s.jobs) {
+    if (!j.running) continue;
+    for (const NodePlacement& p : j.placements) {
+      if (nodes.count(p.node_id)) charge(j, p);
+    }
+  }
+  for (const Assignment& a : d.assignments) {
+    for (const NodePlacement& p : a.placements) {
+      charge(*jobs.at(a.job_id), p);
+      host_new.insert(p.node_id);
+    }
+  }
+  for (const std::string& id : host_new) {
+    const NodeView& n = *nodes.at(id);
+    if (n.cpu_millis > 0) {
+      EXPECT_LE(host_used[id].first, n.cpu_millis) << "CPU overcommitted on " << id;
+    }
+    if (n.memory_mib > 0) {
+      EXPECT_LE(host_used[id].second, n.memory_mib) << "memory overcommitted on " << id;
+    }
+  }
+
   std::map<std::string, Micros> clearing;
   for (const PoolPrice& p : d.prices) {
     clearing[p.gpu_model] = p.clearing_price;

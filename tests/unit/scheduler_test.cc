@@ -518,6 +518,132 @@ TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
   }
 }
 
+JobShape WithHost(JobShape shape, int64_t cpu_millis, int64_t memory_mib) {
+  shape.cpu_millis = cpu_millis;
+  shape.memory_mib = memory_mib;
+  return shape;
+}
+
+// A node's CPU and memory bound what runs there: a job that asks for more than is left
+// waits, saying what it needs.
+TEST(Schedule, HostCpuAndMemoryLimitPlacements) {
+  Snapshot s;
+  s.nodes = {Node("small", 2), Node("big", 2)};
+  s.nodes[0].cpu_millis = 16'000;
+  s.nodes[1].cpu_millis = 64'000;
+  s.market = Market();
+  s.jobs = {
+      Spot("a", 5 * kDollar, WithHost(JobShape::WholeGpus(1), 12'000, 0), 1),
+      Spot("b", 4 * kDollar, WithHost(JobShape::WholeGpus(1), 8'000, 0), 2),
+      // 60 CPUs: only "big" is that large, and a or b took some of it or all but 4 of "small".
+      Spot("d", 3 * kDollar, WithHost(JobShape::Slice("1g.10gb"), 60'000, 0), 3),
+  };
+  const Decisions d = Schedule(s);
+  ASSERT_NE(FindAssignment(d, "a"), nullptr);
+  ASSERT_NE(FindAssignment(d, "b"), nullptr);
+  int64_t cpus[2] = {0, 0};
+  for (const char* id : {"a", "b"}) {
+    cpus[FindAssignment(d, id)->placements[0].node_id == "big"] += std::string(id) == "a" ? 12'000 : 8'000;
+  }
+  EXPECT_LE(cpus[0], 16'000);
+  EXPECT_LE(cpus[1], 64'000);
+  EXPECT_EQ(FindAssignment(d, "d"), nullptr);
+  EXPECT_EQ(Reason(d, "d"), "no 1g.10gb placement free on a node with 60 CPUs free");
+
+  Snapshot m;
+  m.nodes = {Node("mem", 2)};
+  m.nodes[0].memory_mib = 64 * 1024;  // CPU unknown: not limited
+  m.market = Market();
+  m.jobs = {Spot("e", 2 * kDollar, WithHost(JobShape::Slice("1g.10gb"), 90'000, 48 * 1024), 1),
+            Spot("f", 1'500'000, WithHost(JobShape::Slice("1g.10gb"), 0, 32 * 1024), 2)};
+  const Decisions dm = Schedule(m);
+  ASSERT_NE(FindAssignment(dm, "e"), nullptr);
+  EXPECT_EQ(FindAssignment(dm, "f"), nullptr);  // 16 GiB left
+  EXPECT_EQ(Reason(dm, "f"), "no 1g.10gb placement free on a node with 32 GiB free");
+}
+
+TEST(Schedule, ProportionalShareCountsAgainstExplicitRequests) {
+  // A 2-GPU node with 16 CPUs: a whole-GPU job asking for nothing takes half (8 CPUs), so a
+  // job asking for 10 CPUs cannot share the node, though a GPU is free.
+  Snapshot s;
+  s.nodes = {Node("n1", 2)};
+  s.nodes[0].cpu_millis = 16'000;
+  s.market = Market();
+  s.jobs = {RunningWhole(Spot("r", 9 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 0),
+            Spot("big", 2 * kDollar, WithHost(JobShape::WholeGpus(1), 10'000, 0), 2),
+            Spot("fits", 1'500'000, WithHost(JobShape::WholeGpus(1), 8'000, 0), 3)};
+  const Decisions d = Schedule(s);
+  EXPECT_EQ(FindAssignment(d, "big"), nullptr);
+  EXPECT_EQ(Reason(d, "big"), "no node with 1 free H100-80GB GPU and 10 CPUs free");
+  ASSERT_NE(FindAssignment(d, "fits"), nullptr);
+}
+
+TEST(Schedule, OutbiddingFreesTheVictimsHost) {
+  // The victim's CPUs come back with its GPU: a higher bid that needs them displaces it.
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.nodes[0].cpu_millis = 16'000;
+  s.market = Market();
+  s.market.min_preempt_gap = 0;
+  s.jobs = {RunningWhole(Spot("low", 2 * kDollar, WithHost(JobShape::WholeGpus(1), 16'000, 0), 1), "n1", {0}, 0),
+            Spot("high", 6 * kDollar, WithHost(JobShape::WholeGpus(1), 12'000, 0), 2),
+            Spot("huge", 7 * kDollar, WithHost(JobShape::WholeGpus(1), 20'000, 0), 3)};
+  s.now_ms = 60 * kMinute;
+  const Decisions d = Schedule(s);
+  ASSERT_NE(FindPreemption(d, "low"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "huge"), nullptr);  // more than the node has: displaces nobody
+  EXPECT_EQ(Reason(d, "high").rfind("waiting for 1 preempted job", 0), 0u) << Reason(d, "high");
+}
+
+TEST(CapacityIndex, FragmentationAwareKeepsCpuNextToGpus) {
+  // Two 2-GPU nodes: "lean" with 8 CPUs, "rich" with 24; the workload asks about 4 CPUs per
+  // GPU. Arrivals: two 1-GPU jobs of 8 CPUs, then two of 1 CPU. Best fit puts the first on
+  // "lean", whose other GPU is then left without CPUs, and the last job fails. Weighing the
+  // stranded GPU capacity sends both heavy jobs to "rich" and all four fit.
+  for (PackPolicy policy : {PackPolicy::kBestFit, PackPolicy::kFragmentationAware}) {
+    CapacityIndex index(policy);
+    const int pool = index.AddPool(FindGpuModel("H100-80GB"));
+    const int lean = index.AddNode(pool, -1, 2), rich = index.AddNode(pool, -1, 2);
+    index.SetNodeHost(lean, 8'000, 0);
+    index.SetNodeHost(rich, 24'000, 0);
+    for (int g = 0; g < 4; ++g) index.SetUsable(g, true);
+    ShapeWeights w;
+    w.slice.assign(6, 0);
+    w.whole = {0, 1, 0};
+    w.cpu_millis_per_unit = 4'000 / 7;
+    index.SetShapeWeights(pool, w);
+    int placed = 0;
+    for (int64_t cpus : {8'000, 8'000, 1'000, 1'000}) {
+      const HostDemand demand{cpus, 0};
+      auto node = index.PickNode(pool, 1, demand);
+      if (!node) continue;
+      EXPECT_TRUE(index.HostFits(*node, demand, 7));
+      for (int g : index.TakeFullFreeGpus(*node, 1)) index.SetUsed(g, 0xFF);
+      index.AddHostUse(*node, index.HostCharge(*node, demand, 7), 1);
+      ++placed;
+    }
+    EXPECT_EQ(placed, policy == PackPolicy::kBestFit ? 3 : 4);
+    EXPECT_GE(index.NodeCpuFree(lean), 0);
+    EXPECT_GE(index.NodeCpuFree(rich), 0);
+  }
+}
+
+TEST(CapacityIndex, HostChargeIsTheGpuShareUnlessAsked) {
+  CapacityIndex index;
+  const int pool = index.AddPool(FindGpuModel("H100-80GB"));
+  const int node = index.AddNode(pool, -1, 8);
+  const int unknown = index.AddNode(pool, -1, 8);
+  index.SetNodeHost(node, 96'000, 768 * 1024);
+  // A 1g slice of an 8-GPU node: 1/56 of it; a whole GPU: 1/8.
+  EXPECT_EQ(index.HostCharge(node, HostDemand{}, 1).cpu_millis, 96'000 / 56);
+  EXPECT_EQ(index.HostCharge(node, HostDemand{}, 7).memory_mib, 768 * 1024 / 8);
+  EXPECT_EQ(index.HostCharge(node, HostDemand{5'000, 0}, 7).cpu_millis, 5'000);
+  EXPECT_FALSE(index.HostFits(node, HostDemand{96'001, 0}, 1));
+  EXPECT_TRUE(index.HostFits(node, HostDemand{96'000, 0}, 1));
+  // A node of unknown size is limited by nothing.
+  EXPECT_TRUE(index.HostFits(unknown, HostDemand{1'000'000, 1'000'000}, 1));
+}
+
 // A GPU in MIG mode offers exactly its instances: a slice lands only on an instance of its
 // profile and placement, a whole-GPU job never lands there, and the instances go first
 // (taking one fragments nothing).
