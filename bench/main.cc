@@ -12,11 +12,11 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: surplus-bench <subcommand> [flags] [--json]\n"
-               "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n          [--no-runtimes] [--one-gpu]\n"
+               "  sched   --nodes N --jobs M [--rounds R] [--seed S]\n          [--no-runtimes] [--one-gpu] [--host | --host-sized]\n"
                "          scheduler round time at fleet scale, full and incremental\n"
                "  quote   --nodes N --jobs M [--quotes Q] [--fresh-quotes F] [--seed S]\n          [--no-runtimes] [--one-gpu]\n"
                "          quote time on a busy fleet: dry round on a kept engine vs a fresh engine\n"
-               "  pack    --nodes NODES.csv --pods PODS.csv\n"
+               "  pack    --nodes NODES.csv --pods PODS.csv [--gpu-only]\n"
                "          packing quality replaying a GPU trace (ours, first-fit, best-fit)\n"
                "  harvest --nodes NODES.csv --pods PODS.csv [--window-s S] [--notice-s S]\n"
                "          owner-idle GPU time sold and reclaim latency\n"

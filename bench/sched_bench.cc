@@ -56,11 +56,22 @@ JobShape RandomShape(std::mt19937_64& rng) {
 struct Workload {
   bool runtimes = true;  ///< half the jobs declare a max runtime (false: none does)
   bool one_gpu = false;  ///< every job takes one whole GPU (else the mix above)
+  /// Nodes have 96 CPUs and 768 GiB; a third of the jobs ask for 2-20 CPUs per GPU (at
+  /// least 2 per slice) and a sixth for memory. The random sequence stays the same.
+  bool host = false;
+  /// Nodes have 96 CPUs and 768 GiB, and no job asks for any (each takes its GPU share).
+  bool host_sized = false;
 
-  explicit Workload(const Flags& flags) : runtimes(!flags.Has("no-runtimes")), one_gpu(flags.Has("one-gpu")) {}
+  explicit Workload(const Flags& flags)
+      : runtimes(!flags.Has("no-runtimes")),
+        one_gpu(flags.Has("one-gpu")),
+        host(flags.Has("host")),
+        host_sized(flags.Has("host-sized")) {}
   std::string Text() const {
     return std::string(one_gpu ? "one whole GPU each" : "mixed shapes") +
-           (runtimes ? ", half with a max runtime" : ", no max runtimes");
+           (runtimes ? ", half with a max runtime" : ", no max runtimes") +
+           (host ? ", host CPU and memory asked by a third" : "") +
+           (host_sized && !host ? ", nodes of 96 CPUs and 768 GiB, jobs take their GPU share" : "");
   }
 };
 
@@ -76,6 +87,12 @@ JobView RandomJob(std::mt19937_64& rng, int64_t seq, const Workload& w) {
   if (rng() % 2) {
     const int64_t max_runtime_ms = static_cast<int64_t>(30 + rng() % 211) * 60'000;
     if (w.runtimes) j.max_runtime_ms = max_runtime_ms;
+  }
+  if (w.host) {
+    const uint64_t h = static_cast<uint64_t>(seq) * 0x9E3779B97F4A7C15ULL;
+    const int64_t gpus = j.shape.kind == JobShape::Kind::kSlice ? 0 : j.shape.gpus_per_node;
+    if (h % 3 == 0) j.shape.cpu_millis = std::max<int64_t>(2, gpus * static_cast<int64_t>(2 + (h >> 8) % 19)) * 1000;
+    if (h % 6 == 1) j.shape.memory_mib = std::max<int64_t>(16, gpus * 64) * 1024 * static_cast<int64_t>(1 + (h >> 16) % 2);
   }
   return j;
 }
@@ -98,6 +115,10 @@ Snapshot BuildSnapshot(int nodes, int jobs, uint64_t seed, const Workload& w) {
     node.fabric = "fabric-" + std::to_string(n / kNodesPerFabric);
     node.gpus.resize(kGpusPerNode);
     for (int g = 0; g < kGpusPerNode; ++g) node.gpus[g].index = g;
+    if (w.host || w.host_sized) {
+      node.cpu_millis = 96'000;
+      node.memory_mib = 768 * 1024;
+    }
     s.nodes.push_back(std::move(node));
   }
   s.jobs.reserve(static_cast<size_t>(jobs));
@@ -200,7 +221,7 @@ int RunSchedBench(int argc, char** argv) {
   const uint64_t seed = static_cast<uint64_t>(flags.GetInt("seed", 1));
   const bool json = flags.Has("json");
   if (!flags.bad().empty() || nodes <= 0 || jobs < 0) {
-    std::fprintf(stderr, "usage: surplus-bench sched --nodes N --jobs M [--rounds R] [--seed S] [--no-runtimes] [--one-gpu] [--json]\n");
+    std::fprintf(stderr, "usage: surplus-bench sched --nodes N --jobs M [--rounds R] [--seed S] [--no-runtimes] [--one-gpu] [--host | --host-sized] [--json]\n");
     return 2;
   }
   const Workload workload(flags);

@@ -12,7 +12,7 @@ constexpr uint8_t kFull = 0xFF;
 constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
 // With host resources modelled, a pick weighs the stranding of each candidate node; it
 // examines at most this many fitting candidates per free-mask class, best first.
-constexpr int kHostScan = 512;
+constexpr int kHostScan = 16;
 
 }  // namespace
 
@@ -68,13 +68,77 @@ void CapacityIndex::RemoveNode(int node) {
   if (!n.live) return;
   for (int i = 0; i < n.num_gpus; ++i) SetUsable(n.first_gpu + i, false);
   n.live = false;
+  IndexHost(node);
 }
 
 void CapacityIndex::SetNodeHost(int node, int64_t cpu_millis, int64_t memory_mib) {
   Node& n = nodes_[node];
   n.cpu_total = std::max<int64_t>(0, cpu_millis);
   n.mem_total = std::max<int64_t>(0, memory_mib);
-  if (n.cpu_total > 0 || n.mem_total > 0) pools_[n.pool].host_limited = true;
+  Pool& pool = pools_[n.pool];
+  if (!pool.host_limited && (n.cpu_total > 0 || n.mem_total > 0)) {
+    FileHostAll(n.pool);
+  } else {
+    IndexHost(node);
+  }
+}
+
+CapacityIndex::HostKey CapacityIndex::KeyOf(const Node& n) const {
+  HostKey k;
+  const int64_t node_units = int64_t{kComputeUnitsPerGpu} * std::max(1, n.num_gpus);
+  // The largest u with total * u / node_units (rounded down, as HostCharge) <= free.
+  auto share_units = [&](int64_t total, int64_t free) {
+    return free < 0 ? int64_t{-1} : ((free + 1) * node_units - 1) / total;
+  };
+  if (n.cpu_total > 0) {
+    k.cpu = n.cpu_total - n.cpu_used;
+    k.cpu_units = share_units(n.cpu_total, k.cpu);
+  }
+  if (n.mem_total > 0) {
+    k.memory = n.mem_total - n.mem_used;
+    k.memory_units = share_units(n.mem_total, k.memory);
+  }
+  return k;
+}
+
+void CapacityIndex::FileHostAll(int pool_id) {
+  Pool& pool = pools_[pool_id];
+  pool.host_limited = true;
+  pool.host_all = HostMax{};
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& n = nodes_[i];
+    if (n.pool != pool_id) continue;
+    n.key = KeyOf(n);
+    n.in_host_all = n.live && n.free_units > 0;
+    if (n.in_host_all) pool.host_all.Add(n.key);
+  }
+}
+
+void CapacityIndex::IndexHost(int node) {
+  Node& n = nodes_[node];
+  Pool& pool = pools_[n.pool];
+  if (!pool.host_limited) return;
+  const HostKey key = KeyOf(n);
+  if (!(key == n.key)) {
+    if (n.in_host_all) {
+      pool.host_all.Remove(n.key);
+      pool.host_all.Add(key);
+    }
+    n.key = key;
+  }
+  const bool want = n.live && n.free_units > 0;
+  if (want != n.in_host_all) {
+    if (want) {
+      pool.host_all.Add(n.key);
+    } else {
+      pool.host_all.Remove(n.key);
+    }
+    n.in_host_all = want;
+  }
+}
+
+bool CapacityIndex::HostPossible(const Pool& pool, const HostDemand& host, int units) const {
+  return !pool.host_limited || pool.host_all.MayFit(host, units);
 }
 
 HostDemand CapacityIndex::HostCharge(int node, const HostDemand& demand, int units) const {
@@ -97,6 +161,7 @@ bool CapacityIndex::HostFits(int node, const HostDemand& demand, int units) cons
 void CapacityIndex::AddHostUse(int node, const HostDemand& charge, int sign) {
   nodes_[node].cpu_used += sign * charge.cpu_millis;
   nodes_[node].mem_used += sign * charge.memory_mib;
+  IndexHost(node);
 }
 
 int64_t CapacityIndex::Strand(const Pool& pool, const Node& n, int units, const HostDemand& charge) const {
@@ -174,6 +239,7 @@ void CapacityIndex::Reindex(int gpu) {
       const int u = model.profiles[profile].compute_units;
       nodes_[g.node].free_units += (((free & m) == m) ? u : 0) - (((g.fixed_free & m) == m) ? u : 0);
     }
+    IndexHost(g.node);
     for (const auto& [profile, start] : g.instances) {
       const uint8_t m = model.profiles[profile].MaskAt(start);
       const bool was = (g.fixed_free & m) == m, is = (free & m) == m;
@@ -187,7 +253,9 @@ void CapacityIndex::Reindex(int gpu) {
   if (key == g.key) return;
   const int node = g.node;
   Pool& pool = pools_[nodes_[node].pool];
-  nodes_[node].free_units += pool.table->capacity[key] - pool.table->capacity[g.key];
+  Node& n = nodes_[node];
+  n.free_units += pool.table->capacity[key] - pool.table->capacity[g.key];
+  IndexHost(node);
   if (g.key != 0) pool.buckets[g.key].erase(gpu);
   if (key != 0) pool.buckets[key].insert(pool.buckets[key].end(), gpu);  // loads come in order
   const bool was_full = g.key == kFull;
@@ -325,6 +393,7 @@ std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, in
   const Pool& pool = pools_[pool_id];
   const int units = pool.table->model->profiles[profile].compute_units;
   auto fits = [&](int gpu) { return !pool.host_limited || HostFits(gpus_[gpu].node, host, units); };
+  if (!HostPossible(pool, host, units)) return std::nullopt;  // no node has that much left
   // A free MIG instance of the profile first: it can serve nothing else, and taking it
   // fragments nothing.
   for (const auto& [gpu, start] : pool.fixed_free[profile]) {
@@ -394,6 +463,7 @@ std::optional<CapacityIndex::SlicePick> CapacityIndex::PickSlice(int pool_id, in
 std::optional<int> CapacityIndex::PickNode(int pool_id, int gpus, const HostDemand& host) const {
   const Pool& pool = pools_[pool_id];
   if (gpus <= 0 || gpus >= static_cast<int>(pool.fw_nodes.size())) return std::nullopt;
+  if (!HostPossible(pool, host, gpus * kComputeUnitsPerGpu)) return std::nullopt;
   return BestFullFreeNode(pool, pool.fw_nodes, gpus, gpus * kComputeUnitsPerGpu, nullptr, host);
 }
 
@@ -409,6 +479,7 @@ bool CapacityIndex::PickGang(int pool_id, int nodes, int gpus_per_node, std::vec
   if (gpus_per_node <= 0 || gpus_per_node >= static_cast<int>(pool.fw_nodes.size())) return false;
   const int units = gpus_per_node * kComputeUnitsPerGpu;
   auto fits = [&](int node) { return !pool.host_limited || HostFits(node, host, units); };
+  if (!HostPossible(pool, host, units)) return false;
   int64_t best_cost = kInf;
   std::vector<int> chosen;
   for (const auto& [fabric, sets] : pool.fabrics) {

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -144,6 +145,16 @@ class CapacityIndex {
   int64_t Fragmentation(int pool) const;
 
  private:
+  static constexpr int64_t kUnlimited = std::numeric_limits<int64_t>::max();
+  /// A node's free host resources as HostMax files them: free CPU and memory, and the most
+  /// compute units a job asking for nothing (the GPU share) could take on each (kUnlimited
+  /// where the node's size is unknown).
+  struct HostKey {
+    int64_t cpu = kUnlimited, memory = kUnlimited, cpu_units = kUnlimited, memory_units = kUnlimited;
+    bool operator==(const HostKey& o) const {
+      return cpu == o.cpu && memory == o.memory && cpu_units == o.cpu_units && memory_units == o.memory_units;
+    }
+  };
   struct Gpu {
     int node = -1;
     uint8_t used = 0;
@@ -165,6 +176,32 @@ class CapacityIndex {
     int free_units = 0;  // compute units of the offered free masks
     int64_t cpu_total = 0, cpu_used = 0;  // host CPU, millicores (total 0 = unknown)
     int64_t mem_total = 0, mem_used = 0;  // host memory, MiB
+    // How the node is filed in the pool's HostMax sets, and whether it is in host_all.
+    HostKey key;
+    bool in_host_all = false;
+  };
+  HostKey KeyOf(const Node& n) const;
+  /// The largest free amounts among a set of nodes (one entry per node, its key).
+  struct HostMax {
+    std::multiset<int64_t> cpu, memory, cpu_units, memory_units;
+    void Add(const HostKey& k) {
+      cpu.insert(k.cpu);
+      memory.insert(k.memory);
+      cpu_units.insert(k.cpu_units);
+      memory_units.insert(k.memory_units);
+    }
+    void Remove(const HostKey& k) {
+      cpu.erase(cpu.find(k.cpu));
+      memory.erase(memory.find(k.memory));
+      cpu_units.erase(cpu_units.find(k.cpu_units));
+      memory_units.erase(memory_units.find(k.memory_units));
+    }
+    /// False when no member can take `host` for `units` compute units.
+    bool MayFit(const HostDemand& host, int units) const {
+      auto top = [](const std::multiset<int64_t>& set) { return set.empty() ? int64_t{-1} : *set.rbegin(); };
+      return (host.cpu_millis > 0 ? top(cpu) >= host.cpu_millis : top(cpu_units) >= units) &&
+             (host.memory_mib > 0 ? top(memory) >= host.memory_mib : top(memory_units) >= units);
+    }
   };
   struct Candidate {
     int64_t delta = 0;  // fragmentation growth (kFragmentationAware) or sort rank
@@ -185,6 +222,9 @@ class CapacityIndex {
     ShapeWeights weights;
     int64_t total_weight = 0;  // sum of the weights (scale of the strand term)
     bool host_limited = false;  // some node of the pool has a known host size
+    // Kept once host_limited: the live nodes with free GPU capacity (a demand none of them
+    // can take fails at once).
+    HostMax host_all;
   };
 
   void Reindex(int gpu);
@@ -200,6 +240,13 @@ class CapacityIndex {
   int64_t Strand(const Pool& pool, const Node& n, int units, const HostDemand& charge) const;
   /// Growth of the stranded capacity if the node takes `units` units for `host`.
   int64_t StrandDelta(const Pool& pool, int node, int units, const HostDemand& host) const;
+  /// Re-files the node in its pool's host_all after its free CPU, memory or GPU capacity
+  /// changed.
+  void IndexHost(int node);
+  /// Files every node of the pool in host_all (when the pool becomes host limited).
+  void FileHostAll(int pool);
+  /// False when no node of the pool has the CPU or memory left for `host` on `units` units.
+  bool HostPossible(const Pool& pool, const HostDemand& host, int units) const;
   bool HostModelled(const Pool& pool) const {
     return pool.weights.cpu_millis_per_unit > 0 || pool.weights.memory_mib_per_unit > 0;
   }

@@ -602,6 +602,32 @@ Micros IncrementalScheduler::EffectiveBid(const Job& job, int pool) const {
   return job.view.bid;
 }
 
+bool IncrementalScheduler::FailedShapes::Covers(const ShapeKeyT& key, const HostDemand& host, Micros bid) const {
+  auto it = failed.find(std::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key), std::get<3>(key)));
+  if (it == failed.end()) return false;
+  auto at_least = [](int64_t asked, int64_t failed_with) {
+    return asked == failed_with || (failed_with > 0 && asked > failed_with);
+  };
+  for (const Entry& f : it->second) {
+    if (at_least(host.cpu_millis, f.host.cpu_millis) && at_least(host.memory_mib, f.host.memory_mib) &&
+        bid <= f.bid) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void IncrementalScheduler::FailedShapes::Add(const ShapeKeyT& key, const HostDemand& host, Micros bid) {
+  auto& list = failed[std::make_tuple(std::get<0>(key), std::get<1>(key), std::get<2>(key), std::get<3>(key))];
+  for (Entry& f : list) {
+    if (f.host == host) {
+      f.bid = std::max(f.bid, bid);
+      return;
+    }
+  }
+  list.push_back(Entry{host, bid});
+}
+
 IncrementalScheduler::ShapeKeyT IncrementalScheduler::ShapeKey(const Job& job, const Eligible& e) const {
   return {e.pool, static_cast<int>(job.kind), job.kind == ShapeKind::kSlice ? e.profile : job.gpus_per_node,
           job.nodes, job.host.cpu_millis, job.host.memory_mib};
@@ -810,7 +836,8 @@ int64_t IncrementalScheduler::HostReadyAt(const Job& job, int index_node, int64_
   const bool cpu_limited = index_.NodeCpuTotal(index_node) > 0, memory_limited = index_.NodeMemoryTotal(index_node) > 0;
   int64_t cpu = index_.NodeCpuFree(index_node), memory = index_.NodeMemoryFree(index_node);
   // The node's jobs in the order they end; their host comes back as they do.
-  std::vector<std::pair<int64_t, int>> ends;
+  std::vector<std::pair<int64_t, int>>& ends = host_ends_scratch_;
+  ends.clear();
   for (int o : nodes_[gpus_[index_.NodeFirstGpu(index_node)].node].jobs) ends.push_back({EndTime(o, now_ms), o});
   std::sort(ends.begin(), ends.end());
   for (const auto& [t, o] : ends) {
@@ -1027,8 +1054,8 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
     if (j.kind == ShapeKind::kSlice) {
       const SliceProfile& prof = index_.Model(e.pool).profiles[e.profile];
       for (int n : pool_nodes_[e.pool]) {
-        const int64_t host_ready = HostReadyAt(j, nodes_[n].index_node, now_ms);
-        if (host_ready == kNever) continue;
+        // When the node's host has room: worked out only for a slot that would win.
+        int64_t host_ready = -1;
         const int first = index_.NodeFirstGpu(nodes_[n].index_node);
         for (int i = 0; i < index_.NodeGpuCount(nodes_[n].index_node); ++i) {
           const int g = first + i;
@@ -1037,8 +1064,12 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
           slot_ready(g, &ready);
           for (int start : prof.starts) {
             if (!index_.Allows(g, e.profile, start)) continue;
-            int64_t t = host_ready;
+            int64_t t = now_ms;
             for (int b = start; b < start + prof.memory_slots; ++b) t = std::max(t, ready[b]);
+            if (t == kNever) continue;
+            if (best && !(std::tuple<int64_t, int, int>{t, 0, g} < best_key)) continue;
+            if (host_ready < 0) host_ready = HostReadyAt(j, nodes_[n].index_node, now_ms);
+            t = std::max(t, host_ready);
             if (t == kNever) continue;
             std::tuple<int64_t, int, int> key{t, 0, g};
             if (!best || key < best_key) {
@@ -1078,12 +1109,13 @@ std::optional<IncrementalScheduler::ReservationState> IncrementalScheduler::Make
       const int inode = nodes_[n].index_node;
       const int fabric = index_.NodeFabric(inode);
       if (j.kind == ShapeKind::kGang && fabric < 0) continue;
-      const int64_t host_ready = HostReadyAt(j, inode, now_ms);
-      if (host_ready == kNever) continue;
       node_gpus_ready(inode);
       if (static_cast<int>(gpu_ready.size()) < j.gpus_per_node) continue;
-      NodeReady r{std::max(host_ready, gpu_ready[j.gpus_per_node - 1].first), 0, inode,
-                  j.kind == ShapeKind::kGang ? fabric : -1};
+      const int64_t gpus_at = gpu_ready[j.gpus_per_node - 1].first;
+      if (gpus_at == kNever) continue;
+      const int64_t host_ready = HostReadyAt(j, inode, now_ms);
+      if (host_ready == kNever) continue;
+      NodeReady r{std::max(host_ready, gpus_at), 0, inode, j.kind == ShapeKind::kGang ? fabric : -1};
       for (const auto& [t, g] : gpu_ready) r.neg_free_now -= t == now_ms ? 1 : 0;
       nodes_ready.push_back(r);
     }
@@ -1332,8 +1364,10 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
   std::vector<Micros> blocked_bid(static_cast<size_t>(npools), 0);
   std::vector<int64_t> waiting_units(tenants_.size(), 0);
   std::vector<std::pair<int, ReasonKey>> reasons;
-  absl::flat_hash_set<ShapeKeyT> failed_place;
-  absl::flat_hash_map<ShapeKeyT, Micros> failed_victims;
+  // What failed this round, per shape (pool, kind, size), with the host demand and bid it
+  // failed with: a job asking at least as much host (0 = the GPU share, matched exactly)
+  // fails too, and for victims one bidding no more.
+  FailedShapes failed_place, failed_victims;
   // Shapes (over the pools a job may use) no reservation could be made for. Within a round
   // capacity is taken and held, and comes free at a known time only by a notice (cleared
   // then), so such a search would fail again: at fleet scale, with every GPU busy for an
@@ -1385,12 +1419,12 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
         const Eligible* where = nullptr;
         for (const Eligible& e : cands) {
           const auto key = ShapeKey(j, e);
-          if (failed_place.count(key)) continue;
+          if (failed_place.Covers(key, j.host, 0)) continue;
           if (TryPlace(idx, e, &slots)) {
             where = &e;
             break;
           }
-          failed_place.insert(key);
+          failed_place.Add(key, j.host, 0);
         }
         // Backfill into the reservation only what surely ends before it starts.
         if (where == nullptr && reservation && j.view.max_runtime_ms > 0 &&
@@ -1440,10 +1474,9 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
           for (const Eligible& e : cands) {
             const Micros eff = EffectiveBid(j, e.pool);
             const auto key = ShapeKey(j, e);
-            auto f = failed_victims.find(key);
-            if (f != failed_victims.end() && eff <= f->second) continue;
+            if (failed_victims.Covers(key, j.host, eff)) continue;
             if (!FindVictims(idx, e, eff, now_ms, &victims, &vacating, &slots)) {
-              failed_victims[key] = std::max(eff, f == failed_victims.end() ? eff : f->second);
+              failed_victims.Add(key, j.host, eff);
               continue;
             }
             // A notice makes the rest of a victim's capacity come free at a known time.

@@ -270,6 +270,18 @@ class IncrementalScheduler {
   /// What makes two pending jobs place alike: pool, shape and host demand.
   using ShapeKeyT = std::tuple<int, int, int, int, int64_t, int64_t>;
   ShapeKeyT ShapeKey(const Job& job, const Eligible& e) const;
+  /// Shapes that failed in a round, by (pool, kind, size) and the host demand and bid they
+  /// failed with. Within a round capacity only shrinks, so what failed stays failed.
+  struct FailedShapes {
+    struct Entry {
+      HostDemand host;
+      Micros bid = 0;
+    };
+    absl::flat_hash_map<std::tuple<int, int, int, int>, std::vector<Entry>> failed;
+    /// A job of `key` asking at least `host` and bidding at most `bid` would fail too.
+    bool Covers(const ShapeKeyT& key, const HostDemand& host, Micros bid) const;
+    void Add(const ShapeKeyT& key, const HostDemand& host, Micros bid);
+  };
   /// Whether the node is large enough for the job's CPU and memory at all.
   bool HostCanEverFit(const Job& job, int index_node) const;
   /// When the node will have the job's CPU and memory free, as far as the ends of its
@@ -294,6 +306,7 @@ class IncrementalScheduler {
   CapacityIndex index_;
   MarketConfig market_;
   std::vector<Undo>* undo_ = nullptr;  // set while a dry round runs
+  mutable std::vector<std::pair<int64_t, int>> host_ends_scratch_;  // HostReadyAt
   int dry_candidate_ = -1;             // the dry round's candidate job, if any
   int64_t max_submit_seq_ = 0;         // highest submit_seq loaded
   int64_t round_ = 0;

@@ -77,6 +77,16 @@ TEST(Views, ShapesStatesTiers) {
   s.mutable_gang()->set_nodes(2);
   s.mutable_gang()->set_gpus_per_node(8);
   EXPECT_EQ(ShapeText(s), "2x8 GPUs");
+  // Host resources per node, when asked for.
+  s.set_cpu_millis(12'000);
+  s.set_memory_mib(96 * 1024);
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 12 CPUs, 96 GiB");
+  s.set_cpu_millis(500);
+  s.set_memory_mib(1500);
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 500m CPUs, 1500 MiB");
+  s.set_cpu_millis(1000);
+  s.set_memory_mib(0);
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 1 CPU");
   EXPECT_EQ(StateName(v1::JOB_STATE_PREEMPTED), "PREEMPTED");
   EXPECT_EQ(TierName(v1::TIER_ON_DEMAND), "on-demand");
   EXPECT_TRUE(IsTerminal(v1::JOB_STATE_LOST));

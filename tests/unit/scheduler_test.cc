@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
 
 #include "scheduler/capacity_index.h"
@@ -625,6 +627,70 @@ TEST(CapacityIndex, FragmentationAwareKeepsCpuNextToGpus) {
     EXPECT_EQ(placed, policy == PackPolicy::kBestFit ? 3 : 4);
     EXPECT_GE(index.NodeCpuFree(lean), 0);
     EXPECT_GE(index.NodeCpuFree(rich), 0);
+  }
+}
+
+// Against a brute-force search over small random fleets: a pick finds a place whenever one
+// fits the GPUs and the host, and what it picks fits both.
+TEST(CapacityIndex, PicksFindEveryHostFitAndOnlyFits) {
+  const GpuModel& model = *FindGpuModel("H100-80GB");
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 400; ++trial) {
+    const PackPolicy policy = static_cast<PackPolicy>(trial % 3);
+    CapacityIndex index(policy);
+    const int pool = index.AddPool(&model);
+    std::vector<int> nodes;
+    for (int n = 0; n < 3; ++n) {
+      const int gpus = 1 + static_cast<int>(rng() % 4);
+      const int node = index.AddNode(pool, -1, gpus);
+      nodes.push_back(node);
+      index.SetNodeHost(node, rng() % 4 == 0 ? 0 : 1000 * gpus * static_cast<int64_t>(1 + rng() % 12),
+                        rng() % 4 == 0 ? 0 : 8192 * gpus * static_cast<int64_t>(1 + rng() % 8));
+      for (int g = 0; g < gpus; ++g) {
+        const int gpu = index.NodeFirstGpu(node) + g;
+        index.SetUsable(gpu, rng() % 6 != 0);
+        index.SetUsed(gpu, rng() % 3 == 0 ? static_cast<uint8_t>(rng() % 256) : 0);
+      }
+      // Some of the node's host already taken.
+      index.AddHostUse(node, HostDemand{static_cast<int64_t>(rng() % 20'000), static_cast<int64_t>(rng() % 65'536)}, 1);
+    }
+    ShapeWeights w;
+    w.slice = {1, 1, 1, 1, 1, 0};
+    w.whole = {0, 1, 1, 1, 1};
+    if (rng() % 2) w.cpu_millis_per_unit = 500 + static_cast<int64_t>(rng() % 2000);
+    index.SetShapeWeights(pool, w);
+    const HostDemand demand{rng() % 2 ? static_cast<int64_t>(rng() % 24'000) : 0,
+                            rng() % 2 ? static_cast<int64_t>(rng() % 98'304) : 0};
+    const int profile = static_cast<int>(rng() % (model.profiles.size() - 1));
+    const SliceProfile& prof = model.profiles[profile];
+    bool slice_exists = false;
+    for (int node : nodes) {
+      for (int g = 0; g < index.NodeGpuCount(node); ++g) {
+        const int gpu = index.NodeFirstGpu(node) + g;
+        for (int start : prof.starts) {
+          const uint8_t m = prof.MaskAt(start);
+          slice_exists = slice_exists || ((index.FreeMask(gpu) & m) == m && index.HostFits(node, demand, prof.compute_units));
+        }
+      }
+    }
+    const auto pick = index.PickSlice(pool, profile, demand);
+    ASSERT_EQ(pick.has_value(), slice_exists) << "trial " << trial;
+    if (pick) {
+      const uint8_t m = prof.MaskAt(pick->start);
+      EXPECT_EQ(index.FreeMask(pick->gpu) & m, m) << "trial " << trial;
+      EXPECT_TRUE(index.HostFits(index.GpuNode(pick->gpu), demand, prof.compute_units)) << "trial " << trial;
+    }
+    const int want = 1 + static_cast<int>(rng() % 3);
+    bool node_exists = false;
+    for (int node : nodes) {
+      node_exists = node_exists || (index.FullFreeGpus(node) >= want &&
+                                    index.HostFits(node, demand, want * kComputeUnitsPerGpu));
+    }
+    const auto node = index.PickNode(pool, want, demand);
+    ASSERT_EQ(node.has_value(), node_exists) << "trial " << trial;
+    if (node) {
+      EXPECT_TRUE(index.HostFits(*node, demand, want * kComputeUnitsPerGpu)) << "trial " << trial;
+    }
   }
 }
 
