@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "surplus/host_resources.h"
 
 namespace surplus::scheduler {
 namespace {
@@ -40,13 +41,8 @@ struct Cost {
 // "24 CPUs, 64 GiB" for what a job asks of its node's host; "" when it asks nothing.
 std::string HostText(const HostDemand& host) {
   std::vector<std::string> parts;
-  if (const int64_t m = host.cpu_millis; m > 0) {
-    parts.push_back(m % 1000 == 0 ? absl::StrCat(m / 1000, m == 1000 ? " CPU" : " CPUs")
-                                  : absl::StrCat(m, " millicores"));
-  }
-  if (const int64_t m = host.memory_mib; m > 0) {
-    parts.push_back(m % 1024 == 0 ? absl::StrCat(m / 1024, " GiB") : absl::StrCat(m, " MiB"));
-  }
+  if (host.cpu_millis > 0) parts.push_back(FormatCpus(host.cpu_millis));
+  if (host.memory_mib > 0) parts.push_back(FormatMemoryMib(host.memory_mib));
   return absl::StrJoin(parts, ", ");
 }
 

@@ -5,6 +5,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "src/common/grpc_util.h"
+#include "surplus/host_resources.h"
 
 namespace surplus::cli {
 namespace {
@@ -101,13 +102,8 @@ std::string ShapeText(const v1::Shape& shape) {
       return "";
   }
   // Host resources per node, when the job asked for them.
-  if (const int64_t m = shape.cpu_millis(); m > 0) {
-    absl::StrAppend(&text, ", ", m % 1000 == 0 ? absl::StrCat(m / 1000) : absl::StrCat(m, "m"), " CPU",
-                    m == 1000 ? "" : "s");
-  }
-  if (const int64_t m = shape.memory_mib(); m > 0) {
-    absl::StrAppend(&text, ", ", m % 1024 == 0 ? absl::StrCat(m / 1024, " GiB") : absl::StrCat(m, " MiB"));
-  }
+  if (shape.cpu_millis() > 0) absl::StrAppend(&text, ", ", FormatCpus(shape.cpu_millis()));
+  if (shape.memory_mib() > 0) absl::StrAppend(&text, ", ", FormatMemoryMib(shape.memory_mib()));
   return text;
 }
 

@@ -83,10 +83,14 @@ TEST(Views, ShapesStatesTiers) {
   EXPECT_EQ(ShapeText(s), "2x8 GPUs, 12 CPUs, 96 GiB");
   s.set_cpu_millis(500);
   s.set_memory_mib(1500);
-  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 500m CPUs, 1500 MiB");
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 0.5 CPUs, 1500 MiB");
   s.set_cpu_millis(1000);
   s.set_memory_mib(0);
   EXPECT_EQ(ShapeText(s), "2x8 GPUs, 1 CPU");
+  s.set_cpu_millis(1250);
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 1.25 CPUs");
+  s.set_cpu_millis(2050);
+  EXPECT_EQ(ShapeText(s), "2x8 GPUs, 2.05 CPUs");
   EXPECT_EQ(StateName(v1::JOB_STATE_PREEMPTED), "PREEMPTED");
   EXPECT_EQ(TierName(v1::TIER_ON_DEMAND), "on-demand");
   EXPECT_TRUE(IsTerminal(v1::JOB_STATE_LOST));

@@ -1,0 +1,21 @@
+#include "surplus/host_resources.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace surplus {
+
+std::string FormatCpus(int64_t cpu_millis) {
+  std::string text = absl::StrCat(cpu_millis / 1000);
+  if (int64_t frac = cpu_millis % 1000; frac != 0) {
+    std::string digits = absl::StrCat(1000 + frac).substr(1);  // three digits
+    while (digits.back() == '0') digits.pop_back();
+    absl::StrAppend(&text, ".", digits);
+  }
+  return absl::StrCat(text, cpu_millis == 1000 ? " CPU" : " CPUs");
+}
+
+std::string FormatMemoryMib(int64_t memory_mib) {
+  return memory_mib % 1024 == 0 ? absl::StrCat(memory_mib / 1024, " GiB") : absl::StrCat(memory_mib, " MiB");
+}
+
+}  // namespace surplus
