@@ -12,6 +12,9 @@
 //     fabric when it has one), else in none.
 // A GPU with a fixed geometry (MIG mode: SetFixedSlices) is in no bucket and never fully
 // free; each of its instances whose slots are free is in fixed_free[profile] instead.
+// Nodes may also have a host size (CPU, memory): picks then pass over nodes without room
+// for the demand, and the fragmentation measure counts GPU capacity a node's free host can
+// no longer feed. The index keeps what is charged; the caller says what each job takes.
 
 #include <array>
 #include <cstdint>

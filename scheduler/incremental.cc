@@ -169,6 +169,7 @@ void IncrementalScheduler::UpsertNode(const NodeView& view) {
     if (same) {
       rec.view.cordoned = view.cordoned;
       rec.view.draining = view.draining;
+      if (rec.view.cpu_millis != view.cpu_millis || rec.view.memory_mib != view.memory_mib) ++host_version_;
       rec.view.cpu_millis = view.cpu_millis;
       rec.view.memory_mib = view.memory_mib;
       index_.SetNodeHost(rec.index_node, view.cpu_millis, view.memory_mib);
@@ -627,6 +628,23 @@ void IncrementalScheduler::FailedShapes::Add(const ShapeKeyT& key, const HostDem
 IncrementalScheduler::ShapeKeyT IncrementalScheduler::ShapeKey(const Job& job, const Eligible& e) const {
   return {e.pool, static_cast<int>(job.kind), job.kind == ShapeKind::kSlice ? e.profile : job.gpus_per_node,
           job.nodes, job.host.cpu_millis, job.host.memory_mib};
+}
+
+bool IncrementalScheduler::HostTooLarge(const Job& job, int pool) {
+  if (job.host.cpu_millis <= 0 && job.host.memory_mib <= 0) return false;  // a share always fits
+  PoolRec& rec = pools_[pool];
+  if (rec.host_sizes_at != std::make_pair(structure_version_, host_version_)) {
+    rec.largest_cpu = rec.largest_memory = 0;
+    for (int n : pool_nodes_[pool]) {
+      const int in = nodes_[n].index_node;
+      const int64_t cpu = index_.NodeCpuTotal(in), memory = index_.NodeMemoryTotal(in);
+      rec.largest_cpu = cpu == 0 ? kNever : std::max(rec.largest_cpu, cpu);
+      rec.largest_memory = memory == 0 ? kNever : std::max(rec.largest_memory, memory);
+      if (rec.largest_cpu == kNever && rec.largest_memory == kNever) break;
+    }
+    rec.host_sizes_at = {structure_version_, host_version_};
+  }
+  return job.host.cpu_millis > rec.largest_cpu || job.host.memory_mib > rec.largest_memory;
 }
 
 bool IncrementalScheduler::HostCanEverFit(const Job& job, int index_node) const {
@@ -1258,6 +1276,8 @@ std::string IncrementalScheduler::FormatReason(const Job& job, const ReasonKey& 
                           key.b, ")");
     case Why::kNoPlacement:
       return ShapeText(job, key.pool);
+    case Why::kHostTooLarge:
+      return absl::StrCat("no ", model, " node has ", HostText(job.host));
     case Why::kOutbid:
       return OutbidReason(key.a, key.b);
     case Why::kWaitingVacate:
@@ -1498,7 +1518,9 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
               blocked_bid[e.pool] = std::max(blocked_bid[e.pool], EffectiveBid(j, e.pool));
             }
             why = {Why::kNoPlacement, cands.front().pool, 0, 0};
-            if (!reservation) {
+            if (std::all_of(cands.begin(), cands.end(), [&](const Eligible& e) { return HostTooLarge(j, e.pool); })) {
+              why = {Why::kHostTooLarge, cands.front().pool, 0, 0};
+            } else if (!reservation) {
               reserve_key.clear();
               for (const Eligible& e : cands) reserve_key.push_back(ShapeKey(j, e));
               std::sort(reserve_key.begin(), reserve_key.end());

@@ -88,6 +88,7 @@ class IncrementalScheduler {
     kOutbid,
     kWaitingVacate,
     kWaitingReservation,
+    kHostTooLarge,
   };
   struct ReasonKey {
     Why why = Why::kNone;
@@ -202,6 +203,10 @@ class IncrementalScheduler {
     // compute units per node those jobs take (the workload's host rate per unit).
     int64_t host_cpu = 0, host_cpu_units = 0, host_memory = 0, host_memory_units = 0;
     ShapeWeights last_weights;
+    // The largest node's host size (kNever: some node's size is unknown), as of the
+    // structure and host versions in host_sizes_at.
+    int64_t largest_cpu = 0, largest_memory = 0;
+    std::pair<int64_t, int64_t> host_sizes_at{-1, -1};
   };
 
   struct ReservationState {
@@ -284,6 +289,8 @@ class IncrementalScheduler {
   };
   /// Whether the node is large enough for the job's CPU and memory at all.
   bool HostCanEverFit(const Job& job, int index_node) const;
+  /// Whether the job asks for more CPU or memory than any node of the pool has at all.
+  bool HostTooLarge(const Job& job, int pool);
   /// When the node will have the job's CPU and memory free, as far as the ends of its
   /// jobs are known (kNever: not foreseeable, or the node is too small).
   int64_t HostReadyAt(const Job& job, int index_node, int64_t now_ms) const;
@@ -311,6 +318,7 @@ class IncrementalScheduler {
   int64_t max_submit_seq_ = 0;         // highest submit_seq loaded
   int64_t round_ = 0;
   int64_t structure_version_ = 0;
+  int64_t host_version_ = 0;  // bumped when a node's host size changes
 
   std::vector<Job> jobs_;
   std::vector<int> free_jobs_;

@@ -704,7 +704,7 @@ TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // several rounds
   EXPECT_EQ(Get(second).state(), v1::JOB_STATE_PENDING);
   EXPECT_EQ(Get(second).reason(), "no node with 1 free H100-80GB GPU and 6 CPUs free");
-  EXPECT_EQ(Get(too_big).reason(), "no node with 1 free H100-80GB GPU and 32 GiB free");
+  EXPECT_EQ(Get(too_big).reason(), "no H100-80GB node has 32 GiB");
   EXPECT_EQ(Get(second).spec().shape().cpu_millis(), 6000);
   // The first job's CPUs come back when it ends: the second starts.
   ASSERT_TRUE(Cancel(first).ok());

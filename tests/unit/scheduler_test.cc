@@ -564,6 +564,27 @@ TEST(Schedule, HostCpuAndMemoryLimitPlacements) {
   EXPECT_EQ(Reason(dm, "f"), "no 1g.10gb placement free on a node with 32 GiB free");
 }
 
+TEST(Schedule, AJobLargerThanEveryNodeSaysSo) {
+  Snapshot s;
+  s.nodes = {Node("n1", 8), Node("n2", 8)};
+  s.nodes[0].cpu_millis = s.nodes[1].cpu_millis = 96'000;
+  s.market = Market();
+  // Above the reserve but below a clearing price it could not set: still not "outbid".
+  s.jobs = {Spot("huge", 2 * kDollar, WithHost(JobShape::WholeGpus(1), 128'000, 0), 1),
+            Spot("fits", 3 * kDollar, WithHost(JobShape::WholeGpus(1), 96'000, 0), 2)};
+  const Decisions d = Schedule(s);
+  EXPECT_EQ(FindAssignment(d, "huge"), nullptr);
+  EXPECT_EQ(Reason(d, "huge"), "no H100-80GB node has 128 CPUs");
+  EXPECT_NE(FindAssignment(d, "fits"), nullptr);
+  // A node of unknown size might have it: then the job waits for a placement instead.
+  s.nodes.push_back(Node("n3", 1));
+  s.nodes[2].gpus[0].owner_busy = true;
+  const Decisions d3 = Schedule(s);
+  EXPECT_EQ(FindAssignment(d3, "huge"), nullptr);
+  EXPECT_NE(Reason(d3, "huge"), "no H100-80GB node has 128 CPUs");
+  EXPECT_FALSE(Reason(d3, "huge").empty());
+}
+
 TEST(Schedule, ProportionalShareCountsAgainstExplicitRequests) {
   // A 2-GPU node with 16 CPUs: a whole-GPU job asking for nothing takes half (8 CPUs), so a
   // job asking for 10 CPUs cannot share the node, though a GPU is free.
