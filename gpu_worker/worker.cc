@@ -779,10 +779,13 @@ struct Worker::Impl {
       spec.log_path = log_path;
       spec.notice_path = work_dir + "/preempt_notice";
       if (cgroups) {
+        const int units = j.compute_units * static_cast<int>(j.gpu_indices.size());
+        const int node_gpus = static_cast<int>(gpus.size());
+        // Exactly what the scheduler charged the node for it.
         const CgroupLimits limits = WithRequests(
-            ShareOfNode(j.compute_units * static_cast<int>(j.gpu_indices.size()), static_cast<int>(gpus.size()),
-                        node_cpus, node_memory_bytes, MemoryReserve()),
-            a.spec().shape().cpu_millis(), a.spec().shape().memory_mib());
+            ShareOfNode(units, node_gpus, node_cpus, node_memory_bytes, MemoryReserve()),
+            ChargedRequest(a.spec().shape().cpu_millis(), options.host_cpu_millis, units, node_gpus),
+            ChargedRequest(a.spec().shape().memory_mib(), options.host_memory_mib, units, node_gpus));
         absl::StatusOr<std::vector<std::string>> procs = cgroups->Create(job_id, limits);
         if (!procs.ok()) {
           backend->ReleaseSlice(job_id);

@@ -772,6 +772,22 @@ TEST_F(E2e, ExecJobRunsInItsCgroupAsTheJobUser) {
   EXPECT_NE(log.find("uid=" + std::to_string(worker::LookupJobUser("nobody")->uid)), std::string::npos) << log;
   // 1g of an 8-GPU node: 1/56 of the node's CPUs and memory (with their floors).
   EXPECT_NE(log.find("limits: "), std::string::npos) << log;
+  // A job that asks for host CPU and memory gets exactly that.
+  v1::JobSpec asked = ExecSpec("cg-asked", {"/bin/true"}, 0, "1g.10gb", 3'000'000);
+  asked.mutable_shape()->set_cpu_millis(500);
+  asked.mutable_shape()->set_memory_mib(512);
+  const std::string asked_id = Submit(asked);
+  ASSERT_TRUE(WaitState(asked_id, v1::JOB_STATE_SUCCEEDED, 20000)) << Get(asked_id).reason();
+  std::string asked_log;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        RunCommand({CliBin(), "logs", asked_id}, &asked_log, true,
+                   {{"SURPLUS_ENDPOINT", stack_->endpoint()}, {"SURPLUS_API_KEY", key_}});
+        return asked_log.find("limits: ") != std::string::npos;
+      },
+      10000))
+      << asked_log;
+  EXPECT_NE(asked_log.find("limits: 0.50 CPUs, 512 MiB memory"), std::string::npos) << asked_log;
   // The job's groups are gone once it ended; the worker's parent group is left for reuse.
   for (const char* h : {"/sys/fs/cgroup/cpu/", "/sys/fs/cgroup/"}) {
     EXPECT_FALSE(std::filesystem::exists(std::string(h) + "surplus-" + node + "/job-" + id));
