@@ -188,7 +188,7 @@ std::string EventLine(const v1::JobEvent& event) {
 
 Table NodesTable(const v1::ListNodesResponse& nodes) {
   Table table({"NODE", "MODEL", "FABRIC", "BACKEND", "STATUS", "GPUS", "IDLE", "SOLD", "OWNER",
-               "UNAVAIL", "HEARTBEAT"});
+               "UNAVAIL", "HOST", "HEARTBEAT"});
   for (const v1::Node& n : nodes.nodes()) {
     int idle = 0, sold = 0, owner = 0, unavailable = 0;
     for (const v1::Gpu& g : n.gpus()) {
@@ -208,9 +208,12 @@ Table NodesTable(const v1::ListNodesResponse& nodes) {
       }
     }
     const std::string status = n.lost() ? "lost" : n.draining() ? "draining" : n.cordoned() ? "cordoned" : "ready";
+    // What the node offers jobs ("-" where its worker did not say).
+    std::string host = n.cpu_millis() > 0 ? FormatCpus(n.cpu_millis()) : "-";
+    absl::StrAppend(&host, ", ", n.memory_mib() > 0 ? FormatMemoryMib(n.memory_mib()) : "-");
     table.AddRow({n.name(), n.gpu_model(), n.fabric(), n.backend(), status,
                   absl::StrCat(n.gpus_size()), absl::StrCat(idle), absl::StrCat(sold),
-                  absl::StrCat(owner), absl::StrCat(unavailable), Ts(n.last_heartbeat())});
+                  absl::StrCat(owner), absl::StrCat(unavailable), host, Ts(n.last_heartbeat())});
   }
   return table;
 }

@@ -214,6 +214,8 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
         n.set_lost(r[4].as<bool>());
         SetTimestampMs(r[5].as<int64_t>(), n.mutable_last_heartbeat());
         n.set_backend(r[6].as<std::string>());
+        n.set_cpu_millis(r[19].as<int64_t>());
+        n.set_memory_mib(r[20].as<int64_t>());
       }
       if (r[7].is_null()) continue;
       v1::Node& n = out.back();

@@ -337,6 +337,13 @@ TEST_F(ApiTest, RegisterStoresTheHostSizeAndRefusesANegativeOne) {
   EXPECT_EQ(stack_->Sql("SELECT count(*) FROM nodes WHERE name = 'host-1'"), "0");
   ASSERT_TRUE(reg(96'000, 786'432).ok());
   EXPECT_EQ(stack_->Sql("SELECT cpu_millis || '/' || memory_mib FROM nodes WHERE name = 'host-1'"), "96000/786432");
+  // Operators see it.
+  v1::ListNodesResponse nodes;
+  auto c = Ctx(stack_->operator_key());
+  ASSERT_TRUE(stack_->Operator()->ListNodes(c.get(), v1::ListNodesRequest(), &nodes).ok());
+  ASSERT_EQ(nodes.nodes_size(), 1);
+  EXPECT_EQ(nodes.nodes(0).cpu_millis(), 96'000);
+  EXPECT_EQ(nodes.nodes(0).memory_mib(), 786'432);
 }
 
 TEST_F(ApiTest, RegisterChecksMigGeometryAgainstTheModel) {

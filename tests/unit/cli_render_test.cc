@@ -97,6 +97,20 @@ TEST(Views, ShapesStatesTiers) {
   EXPECT_FALSE(IsTerminal(v1::JOB_STATE_RUNNING));
 }
 
+TEST(Views, NodesShowWhatTheirHostOffers) {
+  v1::ListNodesResponse nodes;
+  v1::Node* sized = nodes.add_nodes();
+  sized->set_name("n1");
+  sized->set_cpu_millis(96'000);
+  sized->set_memory_mib(768 * 1024);
+  nodes.add_nodes()->set_name("old-worker");  // registered no size
+  const std::string text = NodesTable(nodes).RenderText();
+  EXPECT_NE(text.find("HOST"), std::string::npos) << text;
+  EXPECT_NE(text.find("96 CPUs, 768 GiB"), std::string::npos) << text;
+  EXPECT_NE(text.find("-, -"), std::string::npos) << text;
+  EXPECT_NE(NodesTable(nodes).RenderCsv().find("\"96 CPUs, 768 GiB\""), std::string::npos);
+}
+
 TEST(Views, JsonIsOneObjectWithDefaults) {
   v1::Job job;
   job.set_id("j-1");
