@@ -18,4 +18,11 @@ std::string FormatMemoryMib(int64_t memory_mib) {
   return memory_mib % 1024 == 0 ? absl::StrCat(memory_mib / 1024, " GiB") : absl::StrCat(memory_mib, " MiB");
 }
 
+std::string FormatHostRequest(int64_t cpu_millis, int64_t memory_mib) {
+  std::string text;
+  if (cpu_millis > 0) text = FormatCpus(cpu_millis);
+  if (memory_mib > 0) absl::StrAppend(&text, text.empty() ? "" : ", ", FormatMemoryMib(memory_mib));
+  return text;
+}
+
 }  // namespace surplus

@@ -150,12 +150,12 @@ HostDemand CapacityIndex::HostCharge(int node, const HostDemand& demand, int uni
   return c;
 }
 
-bool CapacityIndex::HostFits(int node, const HostDemand& demand, int units) const {
+bool CapacityIndex::HostFitsWith(int node, const HostDemand& demand, int units, const HostDemand& released) const {
   const Node& n = nodes_[node];
   if (n.cpu_total == 0 && n.mem_total == 0) return true;
   const HostDemand c = HostCharge(node, demand, units);
-  return (n.cpu_total == 0 || n.cpu_used + c.cpu_millis <= n.cpu_total) &&
-         (n.mem_total == 0 || n.mem_used + c.memory_mib <= n.mem_total);
+  return (n.cpu_total == 0 || n.cpu_used - released.cpu_millis + c.cpu_millis <= n.cpu_total) &&
+         (n.mem_total == 0 || n.mem_used - released.memory_mib + c.memory_mib <= n.mem_total);
 }
 
 void CapacityIndex::AddHostUse(int node, const HostDemand& charge, int sign) {
@@ -236,17 +236,13 @@ void CapacityIndex::Reindex(int gpu) {
     const GpuModel& model = *pool.table->model;
     for (const auto& [profile, start] : g.instances) {
       const uint8_t m = model.profiles[profile].MaskAt(start);
-      const int u = model.profiles[profile].compute_units;
-      nodes_[g.node].free_units += (((free & m) == m) ? u : 0) - (((g.fixed_free & m) == m) ? u : 0);
-    }
-    IndexHost(g.node);
-    for (const auto& [profile, start] : g.instances) {
-      const uint8_t m = model.profiles[profile].MaskAt(start);
       const bool was = (g.fixed_free & m) == m, is = (free & m) == m;
       if (was && !is) pool.fixed_free[profile].erase({gpu, start});
       if (is && !was) pool.fixed_free[profile].insert({gpu, start});
+      nodes_[g.node].free_units += (is - was) * model.profiles[profile].compute_units;
     }
     g.fixed_free = free;
+    IndexHost(g.node);
     return;
   }
   const uint8_t key = (g.usable && !g.reserved) ? static_cast<uint8_t>(~(g.used | g.held)) : 0;

@@ -81,7 +81,11 @@ class CapacityIndex {
   /// resolved to the proportional share).
   HostDemand HostCharge(int node, const HostDemand& demand, int units) const;
   /// Whether the node has the CPU and memory left for `demand` on `units` compute units.
-  bool HostFits(int node, const HostDemand& demand, int units) const;
+  bool HostFits(int node, const HostDemand& demand, int units) const { return HostFitsWith(node, demand, units, {}); }
+  /// The same once `released` (charges that will come back) is free again.
+  bool HostFitsWith(int node, const HostDemand& demand, int units, const HostDemand& released) const;
+  /// What the node's jobs hold of its host now.
+  HostDemand HostUsed(int node) const { return HostDemand{nodes_[node].cpu_used, nodes_[node].mem_used}; }
   int64_t NodeCpuTotal(int node) const { return nodes_[node].cpu_total; }
   int64_t NodeMemoryTotal(int node) const { return nodes_[node].mem_total; }
   int64_t NodeCpuFree(int node) const { return nodes_[node].cpu_total - nodes_[node].cpu_used; }

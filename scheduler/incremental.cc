@@ -6,7 +6,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "surplus/host_resources.h"
 
 namespace surplus::scheduler {
@@ -37,14 +36,6 @@ struct Cost {
     return *this;
   }
 };
-
-// "24 CPUs, 64 GiB" for what a job asks of its node's host; "" when it asks nothing.
-std::string HostText(const HostDemand& host) {
-  std::vector<std::string> parts;
-  if (host.cpu_millis > 0) parts.push_back(FormatCpus(host.cpu_millis));
-  if (host.memory_mib > 0) parts.push_back(FormatMemoryMib(host.memory_mib));
-  return absl::StrJoin(parts, ", ");
-}
 
 }  // namespace
 
@@ -338,21 +329,19 @@ bool IncrementalScheduler::HostFitsAfter(const Job& job, const std::vector<Slot>
     }
   }
   for (int in : seen_nodes) {
-    const HostDemand need = index_.HostCharge(in, job.host, UnitsPerNode(job));
-    int64_t cpu = index_.NodeCpuFree(in), memory = index_.NodeMemoryFree(in);
-    for (int o : gone) {
-      for (const auto& [n, c] : jobs_[o].host_charged) {
-        if (n != in) continue;
-        cpu += c.cpu_millis;
-        memory += c.memory_mib;
-      }
-    }
-    if ((index_.NodeCpuTotal(in) > 0 && need.cpu_millis > cpu) ||
-        (index_.NodeMemoryTotal(in) > 0 && need.memory_mib > memory)) {
-      return false;
-    }
+    HostDemand released;
+    for (int o : gone) AddChargeOn(o, in, &released);
+    if (!index_.HostFitsWith(in, job.host, UnitsPerNode(job), released)) return false;
   }
   return true;
+}
+
+void IncrementalScheduler::AddChargeOn(int job, int index_node, HostDemand* sum) const {
+  for (const auto& [n, c] : jobs_[job].host_charged) {
+    if (n != index_node) continue;
+    sum->cpu_millis += c.cpu_millis;
+    sum->memory_mib += c.memory_mib;
+  }
 }
 
 void IncrementalScheduler::Vacate(int job) {
@@ -648,9 +637,7 @@ bool IncrementalScheduler::HostTooLarge(const Job& job, int pool) {
 }
 
 bool IncrementalScheduler::HostCanEverFit(const Job& job, int index_node) const {
-  const HostDemand need = index_.HostCharge(index_node, job.host, UnitsPerNode(job));
-  const int64_t cpu = index_.NodeCpuTotal(index_node), memory = index_.NodeMemoryTotal(index_node);
-  return (cpu == 0 || need.cpu_millis <= cpu) && (memory == 0 || need.memory_mib <= memory);
+  return index_.HostFitsWith(index_node, job.host, UnitsPerNode(job), index_.HostUsed(index_node));
 }
 
 void IncrementalScheduler::CountShape(Job& j, int sign) {
@@ -844,24 +831,19 @@ int64_t IncrementalScheduler::EndTime(int job, int64_t now_ms) const {
 }
 
 int64_t IncrementalScheduler::HostReadyAt(const Job& job, int index_node, int64_t now_ms) const {
-  if (index_.HostFits(index_node, job.host, UnitsPerNode(job))) return now_ms;
+  const int units = UnitsPerNode(job);
+  if (index_.HostFits(index_node, job.host, units)) return now_ms;
   if (!HostCanEverFit(job, index_node)) return kNever;
-  const HostDemand need = index_.HostCharge(index_node, job.host, UnitsPerNode(job));
-  const bool cpu_limited = index_.NodeCpuTotal(index_node) > 0, memory_limited = index_.NodeMemoryTotal(index_node) > 0;
-  int64_t cpu = index_.NodeCpuFree(index_node), memory = index_.NodeMemoryFree(index_node);
   // The node's jobs in the order they end; their host comes back as they do.
   std::vector<std::pair<int64_t, int>>& ends = host_ends_scratch_;
   ends.clear();
   for (int o : nodes_[gpus_[index_.NodeFirstGpu(index_node)].node].jobs) ends.push_back({EndTime(o, now_ms), o});
   std::sort(ends.begin(), ends.end());
+  HostDemand released;
   for (const auto& [t, o] : ends) {
     if (t == kNever) return kNever;
-    for (const auto& [n, c] : jobs_[o].host_charged) {
-      if (n != index_node) continue;
-      cpu += c.cpu_millis;
-      memory += c.memory_mib;
-    }
-    if ((!cpu_limited || need.cpu_millis <= cpu) && (!memory_limited || need.memory_mib <= memory)) return t;
+    AddChargeOn(o, index_node, &released);
+    if (index_.HostFitsWith(index_node, job.host, units, released)) return t;
   }
   return kNever;
 }
@@ -1215,7 +1197,7 @@ std::vector<NodePlacement> IncrementalScheduler::ToPlacements(const Job& job,
 
 std::string IncrementalScheduler::ShapeText(const Job& job, int pool) const {
   const std::string model = pool >= 0 ? pools_[pool].model : job.view.gpu_model;
-  const std::string host = HostText(job.host);
+  const std::string host = FormatHostRequest(job.host.cpu_millis, job.host.memory_mib);
   switch (job.kind) {
     case ShapeKind::kSlice:
       return absl::StrCat("no ", job.view.shape.slice_profile, " placement free",
@@ -1277,7 +1259,7 @@ std::string IncrementalScheduler::FormatReason(const Job& job, const ReasonKey& 
     case Why::kNoPlacement:
       return ShapeText(job, key.pool);
     case Why::kHostTooLarge:
-      return absl::StrCat("no ", model, " node has ", HostText(job.host));
+      return absl::StrCat("no ", model, " node has ", FormatHostRequest(job.host.cpu_millis, job.host.memory_mib));
     case Why::kOutbid:
       return OutbidReason(key.a, key.b);
     case Why::kWaitingVacate:

@@ -240,6 +240,8 @@ class IncrementalScheduler {
   /// occupy those slots (`leaving(o)` says which may).
   template <typename Leaving>
   bool HostFitsAfter(const Job& job, const std::vector<Slot>& slots, Leaving leaving) const;
+  /// Adds what `job` holds of the node's host to `sum`.
+  void AddChargeOn(int job, int index_node, HostDemand* sum) const;
   void Vacate(int job);
   std::vector<Slot> ResolvePlacements(const JobView& view) const;
   void RefreshEligibility(Job& job);

@@ -10,5 +10,8 @@ namespace surplus {
 std::string FormatCpus(int64_t cpu_millis);
 /// MiB as GiB when whole: 98304 -> "96 GiB", 1500 -> "1500 MiB".
 std::string FormatMemoryMib(int64_t memory_mib);
+/// What a job asks of its node's host: "12 CPUs, 96 GiB", "12 CPUs", or "" when it asks
+/// for nothing (a zero field is left out).
+std::string FormatHostRequest(int64_t cpu_millis, int64_t memory_mib);
 
 }  // namespace surplus

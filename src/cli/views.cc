@@ -102,8 +102,9 @@ std::string ShapeText(const v1::Shape& shape) {
       return "";
   }
   // Host resources per node, when the job asked for them.
-  if (shape.cpu_millis() > 0) absl::StrAppend(&text, ", ", FormatCpus(shape.cpu_millis()));
-  if (shape.memory_mib() > 0) absl::StrAppend(&text, ", ", FormatMemoryMib(shape.memory_mib()));
+  if (const std::string host = FormatHostRequest(shape.cpu_millis(), shape.memory_mib()); !host.empty()) {
+    absl::StrAppend(&text, ", ", host);
+  }
   return text;
 }
 
