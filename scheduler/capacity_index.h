@@ -71,6 +71,11 @@ class CapacityIndex {
   /// Adds a node of `num_gpus` GPUs to `pool`. fabric < 0 = none (no gangs). GPUs start
   /// not usable and empty. Returns the node id; its GPUs are NodeFirstGpu(node) + i.
   int AddNode(int pool, int fabric, int num_gpus);
+  /// Makes room for this many nodes and GPUs in all (a bulk load).
+  void Reserve(size_t nodes, size_t gpus) {
+    nodes_.reserve(nodes);
+    gpus_.reserve(gpus);
+  }
   /// Takes every GPU of the node out of the index for good.
   void RemoveNode(int node);
   /// The node's host CPU and memory. 0 = unknown: that resource does not limit placements.
@@ -162,6 +167,7 @@ class CapacityIndex {
       return cpu == o.cpu && memory == o.memory && cpu_units == o.cpu_units && memory_units == o.memory_units;
     }
   };
+  static constexpr HostKey kNoHost{-1, -1, -1, -1};  // a node not in host_all
   struct Gpu {
     int node = -1;
     uint8_t used = 0;
@@ -183,33 +189,42 @@ class CapacityIndex {
     int free_units = 0;  // compute units of the offered free masks
     int64_t cpu_total = 0, cpu_used = 0;  // host CPU, millicores (total 0 = unknown)
     int64_t mem_total = 0, mem_used = 0;  // host memory, MiB
-    // How the node is filed in the pool's HostMax sets, and whether it is in host_all.
+    // How the node is filed in its pool's host_all (at slot host_slot), and whether it is.
     HostKey key;
+    int host_slot = -1;
     bool in_host_all = false;
+    int64_t strand = 0;  // Strand(pool, node, 0, {}), kept by IndexHost and Restrand
+    int64_t order = 0;  // the key of the node's and its GPUs' Entries
   };
   HostKey KeyOf(const Node& n) const;
-  /// The largest free amounts among a set of nodes (one entry per node, its key).
-  struct HostMax {
-    std::multiset<int64_t> cpu, memory, cpu_units, memory_units;
-    void Add(const HostKey& k) {
-      cpu.insert(k.cpu);
-      memory.insert(k.memory);
-      cpu_units.insert(k.cpu_units);
-      memory_units.insert(k.memory_units);
-    }
-    void Remove(const HostKey& k) {
-      cpu.erase(cpu.find(k.cpu));
-      memory.erase(memory.find(k.memory));
-      cpu_units.erase(cpu_units.find(k.cpu_units));
-      memory_units.erase(memory_units.find(k.memory_units));
-    }
+  /// The largest free amounts among a set of nodes: a tree of element-wise maxima over
+  /// one slot per node (an absent node's slot holds kNoHost), updated in O(log nodes).
+  class HostMax {
+   public:
+    void Set(int slot, const HostKey& key);
     /// False when no member can take `host` for `units` compute units.
     bool MayFit(const HostDemand& host, int units) const {
-      auto top = [](const std::multiset<int64_t>& set) { return set.empty() ? int64_t{-1} : *set.rbegin(); };
-      return (host.cpu_millis > 0 ? top(cpu) >= host.cpu_millis : top(cpu_units) >= units) &&
-             (host.memory_mib > 0 ? top(memory) >= host.memory_mib : top(memory_units) >= units);
+      if (tree_.empty()) return false;
+      const HostKey& top = tree_[1];
+      return (host.cpu_millis > 0 ? top.cpu >= host.cpu_millis : top.cpu_units >= units) &&
+             (host.memory_mib > 0 ? top.memory >= host.memory_mib : top.memory_units >= units);
     }
+
+   private:
+    size_t leaves_ = 0;          // a power of two; leaf i is tree_[leaves_ + i]
+    std::vector<HostKey> tree_;  // [1] is the root
   };
+  /// A bucket or free-node set member: an order key and a GPU or node id, packed as
+  /// order << 32 | id so that members sort by order, then id. Under kFragmentationAware
+  /// the order is the class (OrderClass: spent, under a GPU, under eight, more) of the
+  /// GPU-share units the node's free host can still feed, the smaller of HostKey's
+  /// cpu_units and memory_units. A walk for a demand starts at the first class that may
+  /// have room for it (OrderBound), so nodes whose CPU or memory is spent are never
+  /// visited. The baselines order everything 0 and keep id order, as their definitions ask.
+  using Entry = int64_t;
+  using EntrySet = std::set<Entry>;
+  static Entry MakeEntry(int64_t order, int id) { return order << 32 | static_cast<uint32_t>(id); }
+  static int EntryId(Entry e) { return static_cast<int>(e & 0xFFFFFFFF); }
   struct Candidate {
     int64_t delta = 0;  // fragmentation growth (kFragmentationAware) or sort rank
     uint8_t mask = 0;   // free mask before
@@ -217,14 +232,17 @@ class CapacityIndex {
   };
   struct Pool {
     const MaskTable* table = nullptr;
-    std::array<std::set<int>, 256> buckets;
-    std::vector<std::set<int>> fw_nodes;                // by fw; [0] unused
-    std::map<int, std::vector<std::set<int>>> fabrics;  // fabric -> by fw
+    std::array<EntrySet, 256> buckets;
+    std::vector<EntrySet> fw_nodes;                // by fw; [0] unused
+    std::map<int, std::vector<EntrySet>> fabrics;  // fabric -> by fw
     int max_gpus = 0;
     int64_t usable_gpus = 0;
     std::array<int64_t, 256> a{};  // per-GPU fragmentation term by free mask
     std::vector<int64_t> b;        // node term by fully free GPU count
     std::vector<std::vector<Candidate>> candidates;  // per profile, best first
+    // The same with only the first (best) start of each free mask: a later start on the
+    // same GPUs never scores better, so the ranked picks need no other.
+    std::vector<std::vector<Candidate>> mask_candidates;
     std::vector<std::set<std::pair<int, int>>> fixed_free;  // per profile: (gpu, start)
     ShapeWeights weights;
     int64_t total_weight = 0;  // sum of the weights (scale of the strand term)
@@ -232,6 +250,10 @@ class CapacityIndex {
     // Kept once host_limited: the live nodes with free GPU capacity (a demand none of them
     // can take fails at once).
     HostMax host_all;
+    int host_slots = 0;  // host_all slots handed out, one per node of the pool
+    // The largest host sizes and the fewest GPUs of any node the pool has had (OrderBound).
+    int64_t max_cpu_total = 0, max_memory_total = 0;
+    int min_gpus = std::numeric_limits<int>::max();
   };
 
   void Reindex(int gpu);
@@ -240,16 +262,29 @@ class CapacityIndex {
   /// Recomputes the fragmentation terms and candidate orders from the stored weights.
   void Recompute(int pool);
   int64_t NodeDelta(const Pool& pool, int fw, int take) const;
-  std::optional<int> BestFullFreeNode(const Pool& pool, const std::vector<std::set<int>>& fw_nodes,
+  std::optional<int> BestFullFreeNode(const Pool& pool, const std::vector<EntrySet>& fw_nodes,
                                       int take, int units, int64_t* delta, const HostDemand& host) const;
   /// Units of the node's free GPU capacity its free CPU and memory cannot feed at the
   /// workload's rate, after it takes `units` more units with `charge` (weighted).
   int64_t Strand(const Pool& pool, const Node& n, int units, const HostDemand& charge) const;
   /// Growth of the stranded capacity if the node takes `units` units for `host`.
   int64_t StrandDelta(const Pool& pool, int node, int units, const HostDemand& host) const;
+  /// Recomputes every node's kept stranding after the pool's weights changed.
+  void Restrand(int pool);
   /// Re-files the node in its pool's host_all after its free CPU, memory or GPU capacity
   /// changed.
   void IndexHost(int node);
+  /// The Entry key of the node under the policy.
+  int64_t OrderOf(const Node& n) const;
+  /// Moves the node's and its GPUs' Entries to the node's current order key.
+  void Refile(int node);
+  /// The least order key a node must have to take `host` on `units` units: a walk starts
+  /// there and skips no member that fits.
+  int64_t OrderBound(const Pool& pool, const HostDemand& host, int units) const;
+  static EntrySet::const_iterator From(const EntrySet& set, int64_t bound) {
+    if (set.empty() || *set.begin() >= MakeEntry(bound, 0)) return set.begin();  // the usual case
+    return set.lower_bound(MakeEntry(bound, 0));
+  }
   /// Files every node of the pool in host_all (when the pool becomes host limited).
   void FileHostAll(int pool);
   /// False when no node of the pool has the CPU or memory left for `host` on `units` units.

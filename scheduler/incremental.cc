@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <functional>
+#include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -44,8 +46,12 @@ IncrementalScheduler::IncrementalScheduler(PackPolicy policy) : index_(policy) {
 IncrementalScheduler::IncrementalScheduler(const Snapshot& snapshot, PackPolicy policy)
     : index_(policy) {
   SetMarket(snapshot.market);
+  size_t gpus = 0;
+  for (const NodeView& n : snapshot.nodes) gpus += n.gpus.size();
   nodes_.reserve(snapshot.nodes.size());
   node_ids_.reserve(snapshot.nodes.size());
+  gpus_.reserve(gpus);
+  index_.Reserve(snapshot.nodes.size(), gpus);
   for (const NodeView& n : snapshot.nodes) UpsertNode(n);
   // Headroom: growing the job table moves every job, a pause of hundreds of milliseconds at
   // 100,000 jobs that would otherwise fall on the first job added after a load.
@@ -373,7 +379,54 @@ void IncrementalScheduler::AddRunningIndexes(int job) {
   if (j.view.preempting) {
     pool.vacating.insert(job);
   } else if (j.view.tier == Tier::kSpot) {
-    pool.running_spot.insert(RunKey{j.view.bid, -j.view.started_at_ms, job});
+    if (j.view.started_at_ms <= seasoned_cutoff_) {
+      pool.running_spot.insert(RunKey{j.view.bid, -j.view.started_at_ms, job});
+    } else {
+      AddYoung(pool, job, j.view.started_at_ms);
+    }
+  }
+}
+
+void IncrementalScheduler::AddYoung(PoolRec& pool, int job, int64_t started_at_ms) {
+  auto& heap = pool.young_spot;
+  if (heap.size() >= 2 * pool.young_live + 64) {  // mostly stale (dry rounds leave many): compact
+    heap.erase(std::remove_if(heap.begin(), heap.end(),
+                              [&](const auto& e) { return jobs_[std::get<2>(e)].young_ticket != std::get<1>(e); }),
+               heap.end());
+    std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  }
+  jobs_[job].young_ticket = ++young_tickets_;
+  heap.emplace_back(started_at_ms, jobs_[job].young_ticket, job);
+  std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  ++pool.young_live;
+}
+
+void IncrementalScheduler::SeasonSpot(int64_t cutoff) {
+  if (cutoff < seasoned_cutoff_) {  // the clock went back or the minimum runtime grew: rare
+    for (PoolRec& pool : pools_) {
+      for (auto it = pool.running_spot.begin(); it != pool.running_spot.end();) {
+        const auto [bid, neg_started, job] = *it;
+        if (-neg_started > cutoff) {
+          it = pool.running_spot.erase(it);
+          AddYoung(pool, job, -neg_started);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+  seasoned_cutoff_ = cutoff;
+  for (PoolRec& pool : pools_) {
+    while (!pool.young_spot.empty() && std::get<0>(pool.young_spot.front()) <= cutoff) {
+      std::pop_heap(pool.young_spot.begin(), pool.young_spot.end(), std::greater<>());
+      const auto [started, ticket, job] = pool.young_spot.back();
+      pool.young_spot.pop_back();
+      Job& j = jobs_[job];
+      if (j.young_ticket != ticket) continue;  // stale
+      j.young_ticket = 0;
+      --pool.young_live;
+      pool.running_spot.insert(RunKey{j.view.bid, -started, job});
+    }
   }
 }
 
@@ -384,6 +437,10 @@ void IncrementalScheduler::RemoveRunningIndexes(int job) {
   pool.used_units -= j.units;
   pool.vacating.erase(job);
   pool.running_spot.erase(RunKey{j.view.bid, -j.view.started_at_ms, job});
+  if (j.young_ticket != 0) {  // its young_spot entry is stale now
+    j.young_ticket = 0;
+    --pool.young_live;
+  }
 }
 
 void IncrementalScheduler::UpsertJob(const JobView& view) {
@@ -849,7 +906,7 @@ int64_t IncrementalScheduler::HostReadyAt(const Job& job, int index_node, int64_
 }
 
 bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effective_bid,
-                                       int64_t now_ms, std::vector<int>* victims,
+                                       std::vector<int>* victims,
                                        std::vector<int>* vacating, std::vector<Slot>* hold) {
   const Job& j = jobs_[job];
   PoolRec& pool = pools_[e.pool];
@@ -865,8 +922,7 @@ bool IncrementalScheduler::FindVictims(int job, const Eligible& e, Micros effect
     // clearing price (>= this blocked bid) exceeds the victim's bid by at least the gap.
     if (bid >= effective_bid || effective_bid - bid < market_.min_preempt_gap) break;
     Job& vj = jobs_[v];
-    if (vj.claimed_round == round_) continue;
-    if (now_ms - vj.view.started_at_ms < market_.min_runtime_before_preempt_ms) continue;
+    if (vj.claimed_round == round_) continue;  // young jobs are not in running_spot (SeasonSpot)
     vj.evictable_stamp = stamp;
     candidates.push_back(v);
     if (++counted >= kMaxVictimCandidates) break;
@@ -1284,6 +1340,7 @@ std::string IncrementalScheduler::FormatReason(const Job& job, const ReasonKey& 
 Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& options) {
   ++round_;
   now_ms_ = now_ms;
+  SeasonSpot(now_ms - market_.min_runtime_before_preempt_ms);
   Decisions out;
   const int npools = static_cast<int>(pools_.size());
 
@@ -1473,7 +1530,7 @@ Decisions IncrementalScheduler::Round(int64_t now_ms, const RoundOptions& option
             const Micros eff = EffectiveBid(j, e.pool);
             const auto key = ShapeKey(j, e);
             if (failed_victims.Covers(key, j.host, eff)) continue;
-            if (!FindVictims(idx, e, eff, now_ms, &victims, &vacating, &slots)) {
+            if (!FindVictims(idx, e, eff, &victims, &vacating, &slots)) {
               failed_victims.Add(key, j.host, eff);
               continue;
             }

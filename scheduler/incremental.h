@@ -14,6 +14,7 @@
 // Same state and the same deltas always give the same decisions.
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -131,6 +132,7 @@ class IncrementalScheduler {
     std::vector<std::pair<int, HostDemand>> host_charged;  ///< index node, charge held there
     std::vector<int> on_nodes;  ///< NodeRec ids it has slots on
     int run_pool = -1;
+    int64_t young_ticket = 0;  ///< its live young_spot entry (0: none)
     // Pending: pools it may run in, refreshed when the fleet's structure changes.
     int64_t eligible_version = -1;
     std::vector<Eligible> eligible;
@@ -193,7 +195,13 @@ class IncrementalScheduler {
 
   struct PoolRec {
     std::string model;
+    // Running spot jobs that have run long enough to be outbid (started at or before
+    // seasoned_cutoff_), and those that have not: a min-heap by start time of (start,
+    // ticket, job), where an entry whose ticket is not the job's young_ticket is stale
+    // (the job stopped or moved) and is dropped when it comes up. No allocation per job.
     std::set<RunKey> running_spot;
+    std::vector<std::tuple<int64_t, int64_t, int>> young_spot;
+    size_t young_live = 0;  // entries of young_spot that are not stale
     std::set<int> vacating;  // preempting jobs
     int64_t used_units = 0;
     // Jobs per shape in this pool (pending ones count in every pool they may run in).
@@ -247,6 +255,11 @@ class IncrementalScheduler {
   void RefreshEligibility(Job& job);
   void AddRunningIndexes(int job);
   void RemoveRunningIndexes(int job);
+  /// Moves running spot jobs between young_spot and running_spot so that running_spot
+  /// holds exactly those started at or before `cutoff`.
+  void SeasonSpot(int64_t cutoff);
+  /// Files a running spot job not yet old enough to be outbid in its pool's young_spot.
+  void AddYoung(PoolRec& pool, int job, int64_t started_at_ms);
 
   // Round helpers.
   Micros ReservePrice(int pool) const;
@@ -254,7 +267,9 @@ class IncrementalScheduler {
   bool TryPlace(int job, const Eligible& e, std::vector<Slot>* out) const;
   bool TryBackfill(int job, const Eligible& e, const ReservationState& res,
                    std::vector<Slot>* out) const;
-  bool FindVictims(int job, const Eligible& e, Micros effective_bid, int64_t now_ms,
+  /// Running spot jobs `job` may outbid (long enough running: running_spot) whose slots
+  /// make room for it, the cheapest set.
+  bool FindVictims(int job, const Eligible& e, Micros effective_bid,
                    std::vector<int>* victims, std::vector<int>* vacating,
                    std::vector<Slot>* hold);
   std::optional<ReservationState> MakeReservation(int job, int64_t now_ms);
@@ -338,6 +353,8 @@ class IncrementalScheduler {
   std::vector<std::vector<int>> pool_nodes_;  // live NodeRec ids per pool
   std::map<std::tuple<int, int, int>, bool> gang_feasible_;  // (pool, K, N), this structure
   int64_t search_stamp_ = 0;
+  int64_t seasoned_cutoff_ = std::numeric_limits<int64_t>::min();  // see PoolRec::running_spot
+  int64_t young_tickets_ = 0;
   bool counts_valid_ = false;
   bool market_changed_ = true;
   std::vector<Micros> last_clearing_;

@@ -392,6 +392,54 @@ TEST(IncrementalScheduler, ALaterRowForTheSameJobLeavesNothingQueued) {
   EXPECT_TRUE(d.pending_reasons.empty()) << Fingerprint(d);
 }
 
+// A kept engine decides who is old enough to be outbid from the round's time and the
+// market's minimum runtime, whichever way either moves between rounds.
+TEST(IncrementalScheduler, MinimumRuntimeHoldsAcrossRoundsClockAndMarketChanges) {
+  Snapshot s;
+  s.nodes = {Node("n1", 1)};
+  s.market = Market(/*reserve=*/500'000);
+  s.market.min_preempt_gap = 1 * kDollar;
+  s.market.min_runtime_before_preempt_ms = 5 * kMinute;
+  s.jobs = {RunningWhole(Spot("low", 1 * kDollar, JobShape::WholeGpus(1), 1), "n1", {0}, 100 * kMinute)};
+  SnapshotDelta high;
+  high.upsert_jobs = {Spot("high", 3 * kDollar, JobShape::WholeGpus(1), 2)};
+  // "low" runs 3, then 6 minutes with nobody bidding (old enough from then on); then
+  // "high" arrives.
+  auto aged = [&](IncrementalScheduler& engine) {
+    EXPECT_TRUE(engine.Round(103 * kMinute).preemptions.empty());
+    EXPECT_TRUE(engine.Round(106 * kMinute).preemptions.empty());
+    engine.ApplyDelta(high);
+  };
+  Snapshot with_high = s;
+  with_high.jobs.push_back(high.upsert_jobs[0]);
+  {
+    // The next round is stamped earlier (a clock step back): at 4 minutes it is young again.
+    IncrementalScheduler engine(s);
+    aged(engine);
+    EXPECT_EQ(FindPreemption(engine.Round(104 * kMinute), "low"), nullptr);
+    with_high.now_ms = 104 * kMinute;
+    EXPECT_EQ(FindPreemption(Schedule(with_high), "low"), nullptr);  // as a fresh round says
+    const Preemption* p = FindPreemption(engine.Round(105 * kMinute), "low");
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->cause, PreemptCause::kOutbid);
+  }
+  {
+    // The minimum runtime grows to 20 minutes: at 10 minutes it is protected again, and at
+    // 20 it is not.
+    IncrementalScheduler engine(s);
+    aged(engine);
+    SnapshotDelta market;
+    market.market = s.market;
+    market.market->min_runtime_before_preempt_ms = 20 * kMinute;
+    engine.ApplyDelta(market);
+    EXPECT_EQ(FindPreemption(engine.Round(110 * kMinute), "low"), nullptr);
+    with_high.market = *market.market;
+    with_high.now_ms = 110 * kMinute;
+    EXPECT_EQ(FindPreemption(Schedule(with_high), "low"), nullptr);
+    EXPECT_NE(FindPreemption(engine.Round(120 * kMinute), "low"), nullptr);
+  }
+}
+
 TEST(IncrementalScheduler, RepricesAPoolInOneEntryWhenItsClearingPriceMoves) {
   Snapshot s;
   s.nodes = {Node("n1", 2)};
@@ -651,8 +699,10 @@ TEST(CapacityIndex, FragmentationAwareKeepsCpuNextToGpus) {
   }
 }
 
-// Against a brute-force search over small random fleets: a pick finds a place whenever one
-// fits the GPUs and the host, and what it picks fits both.
+// Against a brute-force search over small random fleets, and again after random changes
+// to what is used and charged: a pick finds a place whenever one fits the GPUs and the
+// host, and what it picks fits both. (The fragmentation-aware walk starts each free set at
+// the first node whose free host may fit; a wrong start shows up here as a missed fit.)
 TEST(CapacityIndex, PicksFindEveryHostFitAndOnlyFits) {
   const GpuModel& model = *FindGpuModel("H100-80GB");
   std::mt19937_64 rng(7);
@@ -661,9 +711,10 @@ TEST(CapacityIndex, PicksFindEveryHostFitAndOnlyFits) {
     CapacityIndex index(policy);
     const int pool = index.AddPool(&model);
     std::vector<int> nodes;
-    for (int n = 0; n < 3; ++n) {
+    const int node_count = 2 + static_cast<int>(rng() % 5);
+    for (int n = 0; n < node_count; ++n) {
       const int gpus = 1 + static_cast<int>(rng() % 4);
-      const int node = index.AddNode(pool, -1, gpus);
+      const int node = index.AddNode(pool, /*fabric=*/0, gpus);
       nodes.push_back(node);
       index.SetNodeHost(node, rng() % 4 == 0 ? 0 : 1000 * gpus * static_cast<int64_t>(1 + rng() % 12),
                         rng() % 4 == 0 ? 0 : 8192 * gpus * static_cast<int64_t>(1 + rng() % 8));
@@ -680,37 +731,57 @@ TEST(CapacityIndex, PicksFindEveryHostFitAndOnlyFits) {
     w.whole = {0, 1, 1, 1, 1};
     if (rng() % 2) w.cpu_millis_per_unit = 500 + static_cast<int64_t>(rng() % 2000);
     index.SetShapeWeights(pool, w);
-    const HostDemand demand{rng() % 2 ? static_cast<int64_t>(rng() % 24'000) : 0,
-                            rng() % 2 ? static_cast<int64_t>(rng() % 98'304) : 0};
-    const int profile = static_cast<int>(rng() % (model.profiles.size() - 1));
-    const SliceProfile& prof = model.profiles[profile];
-    bool slice_exists = false;
-    for (int node : nodes) {
-      for (int g = 0; g < index.NodeGpuCount(node); ++g) {
-        const int gpu = index.NodeFirstGpu(node) + g;
-        for (int start : prof.starts) {
-          const uint8_t m = prof.MaskAt(start);
-          slice_exists = slice_exists || ((index.FreeMask(gpu) & m) == m && index.HostFits(node, demand, prof.compute_units));
+    for (int step = 0; step < 4; ++step) {
+      const std::string at = "trial " + std::to_string(trial) + " step " + std::to_string(step);
+      if (step > 0) {  // change a GPU's use and a node's charge
+        const int node = nodes[rng() % nodes.size()];
+        const int gpu = index.NodeFirstGpu(node) + static_cast<int>(rng() % index.NodeGpuCount(node));
+        index.SetUsed(gpu, rng() % 2 ? static_cast<uint8_t>(rng() % 256) : 0);
+        const HostDemand charge{static_cast<int64_t>(rng() % 8'000), static_cast<int64_t>(rng() % 32'768)};
+        index.AddHostUse(node, charge, rng() % 2 && index.HostUsed(node).cpu_millis >= charge.cpu_millis &&
+                                               index.HostUsed(node).memory_mib >= charge.memory_mib
+                                           ? -1
+                                           : 1);
+      }
+      const HostDemand demand{rng() % 2 ? static_cast<int64_t>(rng() % 24'000) : 0,
+                              rng() % 2 ? static_cast<int64_t>(rng() % 98'304) : 0};
+      const int profile = static_cast<int>(rng() % (model.profiles.size() - 1));
+      const SliceProfile& prof = model.profiles[profile];
+      bool slice_exists = false;
+      for (int node : nodes) {
+        for (int g = 0; g < index.NodeGpuCount(node); ++g) {
+          const int gpu = index.NodeFirstGpu(node) + g;
+          for (int start : prof.starts) {
+            const uint8_t m = prof.MaskAt(start);
+            slice_exists = slice_exists || ((index.FreeMask(gpu) & m) == m && index.HostFits(node, demand, prof.compute_units));
+          }
         }
       }
-    }
-    const auto pick = index.PickSlice(pool, profile, demand);
-    ASSERT_EQ(pick.has_value(), slice_exists) << "trial " << trial;
-    if (pick) {
-      const uint8_t m = prof.MaskAt(pick->start);
-      EXPECT_EQ(index.FreeMask(pick->gpu) & m, m) << "trial " << trial;
-      EXPECT_TRUE(index.HostFits(index.GpuNode(pick->gpu), demand, prof.compute_units)) << "trial " << trial;
-    }
-    const int want = 1 + static_cast<int>(rng() % 3);
-    bool node_exists = false;
-    for (int node : nodes) {
-      node_exists = node_exists || (index.FullFreeGpus(node) >= want &&
-                                    index.HostFits(node, demand, want * kComputeUnitsPerGpu));
-    }
-    const auto node = index.PickNode(pool, want, demand);
-    ASSERT_EQ(node.has_value(), node_exists) << "trial " << trial;
-    if (node) {
-      EXPECT_TRUE(index.HostFits(*node, demand, want * kComputeUnitsPerGpu)) << "trial " << trial;
+      const auto pick = index.PickSlice(pool, profile, demand);
+      ASSERT_EQ(pick.has_value(), slice_exists) << at;
+      if (pick) {
+        const uint8_t m = prof.MaskAt(pick->start);
+        EXPECT_EQ(index.FreeMask(pick->gpu) & m, m) << at;
+        EXPECT_TRUE(index.HostFits(index.GpuNode(pick->gpu), demand, prof.compute_units)) << at;
+      }
+      const int want = 1 + static_cast<int>(rng() % 3);
+      int fitting_nodes = 0;
+      for (int node : nodes) {
+        if (index.FullFreeGpus(node) >= want && index.HostFits(node, demand, want * kComputeUnitsPerGpu)) ++fitting_nodes;
+      }
+      const auto node = index.PickNode(pool, want, demand);
+      ASSERT_EQ(node.has_value(), fitting_nodes > 0) << at;
+      if (node) {
+        EXPECT_GE(index.FullFreeGpus(*node), want) << at;
+        EXPECT_TRUE(index.HostFits(*node, demand, want * kComputeUnitsPerGpu)) << at;
+      }
+      std::vector<int> gang;
+      ASSERT_EQ(index.PickGang(pool, 2, want, &gang, demand), fitting_nodes >= 2) << at;
+      if (!gang.empty()) {
+        ASSERT_EQ(gang.size(), 2u) << at;
+        EXPECT_NE(gang[0], gang[1]) << at;
+        for (int n : gang) EXPECT_TRUE(index.HostFits(n, demand, want * kComputeUnitsPerGpu)) << at;
+      }
     }
   }
 }
