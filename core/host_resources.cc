@@ -1,8 +1,17 @@
 #include "surplus/host_resources.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "surplus/gpu_models.h"
 
 namespace surplus {
+
+int64_t HostCharge(int64_t asked, int64_t node_total, int64_t job_units, int node_gpus) {
+  if (asked > 0) return asked;
+  if (node_total <= 0) return 0;
+  return node_total * std::max<int64_t>(0, job_units) / (int64_t{kComputeUnitsPerGpu} * std::max(1, node_gpus));
+}
 
 std::string FormatCpus(int64_t cpu_millis) {
   std::string text = absl::StrCat(cpu_millis / 1000);

@@ -71,12 +71,6 @@ CgroupLimits WithRequests(CgroupLimits share, int64_t cpu_millis, int64_t memory
   return share;
 }
 
-int64_t ChargedRequest(int64_t asked, int64_t offered, int job_units, int node_gpus) {
-  if (asked > 0) return asked;
-  if (offered <= 0) return 0;
-  return offered * std::max(0, job_units) / (int64_t{kComputeUnitsPerGpu} * std::max(1, node_gpus));
-}
-
 absl::StatusOr<JobCgroups> JobCgroups::Open(const std::string& fs_root, const std::string& name) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
     return absl::InvalidArgumentError(absl::StrCat("bad cgroup name '", name, "'"));

@@ -31,11 +31,6 @@ struct CgroupLimits {
 /// 0 keeps what `share` (ShareOfNode) gives.
 CgroupLimits WithRequests(CgroupLimits share, int64_t cpu_millis, int64_t memory_mib);
 
-/// A job's request for one host resource as the scheduler charges it: what it asked, else
-/// (asked 0) its share of what the node offers jobs (`offered`, the size the worker
-/// registered) for `job_units` of the node's 7 x `node_gpus` units; 0 when the node offers
-/// its whole host (no --host-* flag), so that ShareOfNode's share applies.
-int64_t ChargedRequest(int64_t asked, int64_t offered, int job_units, int node_gpus);
 
 /// CPU and memory a job gets on a node: the share of the node's GPU compute it holds
 /// (compute units of its slice x its GPUs over the node's 7 x GPUs) of the node's CPUs

@@ -31,6 +31,7 @@
 #include "gpu_worker/cgroups.h"
 #include "gpu_worker/runner.h"
 #include "gpu_worker/spool.h"
+#include "surplus/host_resources.h"
 #include "src/common/grpc_util.h"
 #include "surplus/gpu_models.h"
 #include "surplus/v1/billing.grpc.pb.h"
@@ -784,8 +785,8 @@ struct Worker::Impl {
         // Exactly what the scheduler charged the node for it.
         const CgroupLimits limits = WithRequests(
             ShareOfNode(units, node_gpus, node_cpus, node_memory_bytes, MemoryReserve()),
-            ChargedRequest(a.spec().shape().cpu_millis(), options.host_cpu_millis, units, node_gpus),
-            ChargedRequest(a.spec().shape().memory_mib(), options.host_memory_mib, units, node_gpus));
+            HostCharge(a.spec().shape().cpu_millis(), options.host_cpu_millis, units, node_gpus),
+            HostCharge(a.spec().shape().memory_mib(), options.host_memory_mib, units, node_gpus));
         absl::StatusOr<std::vector<std::string>> procs = cgroups->Create(job_id, limits);
         if (!procs.ok()) {
           backend->ReleaseSlice(job_id);

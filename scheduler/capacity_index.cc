@@ -5,6 +5,8 @@
 #include <limits>
 #include <tuple>
 
+#include "surplus/host_resources.h"
+
 namespace surplus::scheduler {
 namespace {
 
@@ -213,11 +215,8 @@ bool CapacityIndex::HostPossible(const Pool& pool, const HostDemand& host, int u
 
 HostDemand CapacityIndex::HostCharge(int node, const HostDemand& demand, int units) const {
   const Node& n = nodes_[node];
-  const int64_t node_units = int64_t{kComputeUnitsPerGpu} * std::max(1, n.num_gpus);
-  HostDemand c;
-  c.cpu_millis = demand.cpu_millis > 0 ? demand.cpu_millis : n.cpu_total * units / node_units;
-  c.memory_mib = demand.memory_mib > 0 ? demand.memory_mib : n.mem_total * units / node_units;
-  return c;
+  return HostDemand{::surplus::HostCharge(demand.cpu_millis, n.cpu_total, units, n.num_gpus),
+                    ::surplus::HostCharge(demand.memory_mib, n.mem_total, units, n.num_gpus)};
 }
 
 bool CapacityIndex::HostFitsWith(int node, const HostDemand& demand, int units, const HostDemand& released) const {

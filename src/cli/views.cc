@@ -189,7 +189,7 @@ std::string EventLine(const v1::JobEvent& event) {
 
 Table NodesTable(const v1::ListNodesResponse& nodes) {
   Table table({"NODE", "MODEL", "FABRIC", "BACKEND", "STATUS", "GPUS", "IDLE", "SOLD", "OWNER",
-               "UNAVAIL", "HOST", "HEARTBEAT"});
+               "UNAVAIL", "HOST", "HOST-USED", "HEARTBEAT"});
   for (const v1::Node& n : nodes.nodes()) {
     int idle = 0, sold = 0, owner = 0, unavailable = 0;
     for (const v1::Gpu& g : n.gpus()) {
@@ -212,9 +212,11 @@ Table NodesTable(const v1::ListNodesResponse& nodes) {
     // What the node offers jobs ("-" where its worker did not say).
     std::string host = n.cpu_millis() > 0 ? FormatCpus(n.cpu_millis()) : "-";
     absl::StrAppend(&host, ", ", n.memory_mib() > 0 ? FormatMemoryMib(n.memory_mib()) : "-");
+    // What its running jobs hold of it.
+    const std::string used = absl::StrCat(FormatCpus(n.cpu_millis_used()), ", ", FormatMemoryMib(n.memory_mib_used()));
     table.AddRow({n.name(), n.gpu_model(), n.fabric(), n.backend(), status,
                   absl::StrCat(n.gpus_size()), absl::StrCat(idle), absl::StrCat(sold),
-                  absl::StrCat(owner), absl::StrCat(unavailable), host, Ts(n.last_heartbeat())});
+                  absl::StrCat(owner), absl::StrCat(unavailable), host, used, Ts(n.last_heartbeat())});
   }
   return table;
 }

@@ -9,6 +9,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "src/common/grpc_util.h"
+#include "surplus/gpu_models.h"
+#include "surplus/host_resources.h"
 
 namespace surplus::store {
 namespace v1 = surplus::v1;
@@ -195,11 +197,25 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
     out.clear();
     std::map<std::string, std::vector<std::string>> jobs_on;  // "node/idx" -> job ids
+    // What each running job holds on a node, to charge its host CPU and memory there.
+    struct Held {
+      std::string slice_profile;
+      int gpus = 0;
+      int64_t cpu_millis = 0, memory_mib = 0;  // asked (0: its GPU share)
+    };
+    std::map<std::string, std::vector<Held>> held_on;  // node -> its jobs
     for (const auto& row : tx.exec(
-             "SELECT p.node, p.gpu_indices, j.id FROM jobs j JOIN job_placements p"
+             "SELECT p.node, p.gpu_indices, j.id, p.slice_profile, j.cpu_millis, j.memory_mib"
+             " FROM jobs j JOIN job_placements p"
              " ON p.job_id = j.id AND p.attempt = j.attempt WHERE j.state = 'RUNNING'")) {
+      const std::string node = row[0].as<std::string>();
+      Held& h = held_on[node].emplace_back();
+      h.slice_profile = row[3].as<std::string>();
+      h.cpu_millis = row[4].as<int64_t>();
+      h.memory_mib = row[5].as<int64_t>();
       for (absl::string_view idx : absl::StrSplit(row[1].as<std::string>(), ',', absl::SkipEmpty())) {
-        jobs_on[absl::StrCat(row[0].as<std::string>(), "/", idx)].push_back(row[2].as<std::string>());
+        jobs_on[absl::StrCat(node, "/", idx)].push_back(row[2].as<std::string>());
+        ++h.gpus;
       }
     }
     for (const auto& r : tx.exec(absl::StrCat(kNodeGpuQueryHead, kNodeGpuQueryTail))) {
@@ -239,6 +255,18 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
         g->set_use(v1::GPU_USE_UNAVAILABLE);
       } else {
         g->set_use(v1::GPU_USE_IDLE);
+      }
+    }
+    // Host charged to each node's running jobs, by the scheduler's rule (HostCharge).
+    for (v1::Node& n : out) {
+      auto it = held_on.find(n.name());
+      if (it == held_on.end()) continue;
+      const GpuModel* model = FindGpuModel(n.gpu_model());
+      for (const Held& h : it->second) {
+        const SliceProfile* p = model != nullptr ? model->FindProfile(h.slice_profile) : nullptr;
+        const int64_t units = int64_t{p != nullptr ? p->compute_units : kComputeUnitsPerGpu} * h.gpus;
+        n.set_cpu_millis_used(n.cpu_millis_used() + HostCharge(h.cpu_millis, n.cpu_millis(), units, n.gpus_size()));
+        n.set_memory_mib_used(n.memory_mib_used() + HostCharge(h.memory_mib, n.memory_mib(), units, n.gpus_size()));
       }
     }
   });

@@ -697,8 +697,20 @@ TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
     spec.mutable_shape()->set_memory_mib(memory_mib);
     return spec;
   };
+  // What operators see the node's jobs hold of its host.
+  auto held = [&] {
+    v1::ListNodesResponse nodes;
+    auto c = Ctx(stack_->operator_key());
+    EXPECT_TRUE(stack_->Operator()->ListNodes(c.get(), v1::ListNodesRequest(), &nodes).ok());
+    for (const v1::Node& n : nodes.nodes()) {
+      if (n.name() == "node-h") return absl::StrCat(n.cpu_millis_used(), "/", n.memory_mib_used());
+    }
+    return std::string("no node-h");
+  };
+  EXPECT_EQ(held(), "0/0");
   const std::string first = Submit(host_spec("first", 6000, 4096));
   ASSERT_TRUE(WaitState(first, v1::JOB_STATE_RUNNING, 15000)) << Get(first).reason();
+  EXPECT_EQ(held(), "6000/4096");
   const std::string second = Submit(host_spec("second", 6000, 0));
   const std::string too_big = Submit(host_spec("too-big", 0, 32768));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // several rounds
@@ -709,6 +721,8 @@ TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
   // The first job's CPUs come back when it ends: the second starts.
   ASSERT_TRUE(Cancel(first).ok());
   ASSERT_TRUE(WaitState(second, v1::JOB_STATE_RUNNING, 15000)) << Get(second).reason();
+  // 6 CPUs asked; memory not asked, so its share: one GPU of two, half of 16 GiB.
+  EXPECT_EQ(held(), "6000/8192");
   EXPECT_EQ(Get(too_big).state(), v1::JOB_STATE_PENDING);
   for (const auto& id : {second, too_big}) ASSERT_TRUE(Cancel(id).ok());
 }

@@ -97,18 +97,24 @@ TEST(Views, ShapesStatesTiers) {
   EXPECT_FALSE(IsTerminal(v1::JOB_STATE_RUNNING));
 }
 
-TEST(Views, NodesShowWhatTheirHostOffers) {
+TEST(Views, NodesShowWhatTheirHostOffersAndWhatIsHeld) {
   v1::ListNodesResponse nodes;
   v1::Node* sized = nodes.add_nodes();
   sized->set_name("n1");
   sized->set_cpu_millis(96'000);
   sized->set_memory_mib(768 * 1024);
+  sized->set_cpu_millis_used(12'500);
+  sized->set_memory_mib_used(96 * 1024);
   nodes.add_nodes()->set_name("old-worker");  // registered no size
   const std::string text = NodesTable(nodes).RenderText();
   EXPECT_NE(text.find("HOST"), std::string::npos) << text;
+  EXPECT_NE(text.find("HOST-USED"), std::string::npos) << text;
   EXPECT_NE(text.find("96 CPUs, 768 GiB"), std::string::npos) << text;
+  EXPECT_NE(text.find("12.5 CPUs, 96 GiB"), std::string::npos) << text;
   EXPECT_NE(text.find("-, -"), std::string::npos) << text;
-  EXPECT_NE(NodesTable(nodes).RenderCsv().find("\"96 CPUs, 768 GiB\""), std::string::npos);
+  EXPECT_NE(text.find("0 CPUs, 0 GiB"), std::string::npos) << text;  // nothing held
+  const std::string csv = NodesTable(nodes).RenderCsv();
+  EXPECT_NE(csv.find("\"96 CPUs, 768 GiB\",\"12.5 CPUs, 96 GiB\""), std::string::npos) << csv;
 }
 
 TEST(Views, JsonIsOneObjectWithDefaults) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "surplus/gpu_models.h"
+#include "surplus/host_resources.h"
 #include "surplus/money.h"
 
 namespace surplus {
@@ -55,6 +56,15 @@ TEST(GpuModels, GpuMillisecondsScalesByComputeUnits) {
   EXPECT_EQ(GpuMilliseconds(7000, 1, 1), 1000);
   EXPECT_EQ(GpuMilliseconds(7000, 7, 2), 14000);
   EXPECT_EQ(GpuMilliseconds(10, 3, 1), 4);  // 30/7 = 4.28 truncated
+}
+
+TEST(HostCharge, IsWhatWasAskedElseTheGpuShare) {
+  EXPECT_EQ(HostCharge(3'000, 96'000, 7, 8), 3'000);    // asked: that
+  EXPECT_EQ(HostCharge(0, 96'000, 7, 8), 12'000);       // a whole GPU of 8: 1/8
+  EXPECT_EQ(HostCharge(0, 96'000, 14, 8), 24'000);      // two of them
+  EXPECT_EQ(HostCharge(0, 96'000, 1, 8), 96'000 / 56);  // a 1g slice: 1/56, rounded down
+  EXPECT_EQ(HostCharge(0, 0, 7, 8), 0);                 // size unknown: nothing charged
+  EXPECT_EQ(HostCharge(0, 8'000, 7, 0), 8'000);         // a node without GPUs counts as one
 }
 
 }  // namespace

@@ -286,13 +286,6 @@ TEST(ShareOfNode, RequestsReplaceTheShare) {
   EXPECT_EQ(WithRequests(share, 0, 0).memory_bytes, share.memory_bytes);
 }
 
-TEST(ShareOfNode, ChargedRequestMatchesTheSchedulersCharge) {
-  EXPECT_EQ(ChargedRequest(3'000, 96'000, 7, 8), 3'000);        // asked: that
-  EXPECT_EQ(ChargedRequest(0, 96'000, 7, 8), 12'000);           // a whole GPU of 8: 1/8
-  EXPECT_EQ(ChargedRequest(0, 96'000, 1, 8), 96'000 / 56);      // a 1g slice: 1/56, rounded down
-  EXPECT_EQ(ChargedRequest(0, 0, 7, 8), 0);                     // no offer set: ShareOfNode applies
-}
-
 class CgroupLayoutTest : public RunnerTest {};
 
 TEST_F(CgroupLayoutTest, V2WritesLimitsAndEnablesControllers) {
