@@ -31,7 +31,6 @@ struct CgroupLimits {
 /// 0 keeps what `share` (ShareOfNode) gives.
 CgroupLimits WithRequests(CgroupLimits share, int64_t cpu_millis, int64_t memory_mib);
 
-
 /// CPU and memory a job gets on a node: the share of the node's GPU compute it holds
 /// (compute units of its slice x its GPUs over the node's 7 x GPUs) of the node's CPUs
 /// and of its memory less a reserve for the system, at least 0.1 CPU and 256 MiB.
