@@ -40,6 +40,11 @@ struct Demand {
   HostDemand host;   // CPU and memory on its node
 };
 
+// The list is replayed at most this many times, until 5 % of its pods have failed.
+constexpr int kMaxPasses = 20;
+// Arrivals between refreshes of the measure's fill estimates (CapacityIndex::Refresh).
+constexpr int64_t kRoundArrivals = 64;
+
 PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<TraceNode>& nodes,
                   const std::vector<Demand>& pods, bool host) {
   const GpuModel* model = FindGpuModel("H100-80GB");
@@ -76,6 +81,7 @@ PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<
     w.memory_mib_per_unit = units > 0 ? memory / units : 0;
   }
   index.SetShapeWeights(pool, w);
+  index.Refresh(pool);
   const HostDemand none;
 
   PackResult r;
@@ -83,8 +89,12 @@ PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<
   const int64_t fail_limit = static_cast<int64_t>(std::ceil(0.05 * static_cast<double>(pods.size())));
   int64_t used = 0;
   bool first_failed = false;
-  for (r.passes = 1; r.passes <= 20 && r.failed < fail_limit; ++r.passes) {
+  int64_t arrivals = 0;
+  for (r.passes = 1; r.passes <= kMaxPasses && r.failed < fail_limit; ++r.passes) {
     for (const Demand& d : pods) {
+      // The scheduler refreshes the measure's fill estimates once a round; here, once
+      // every kRoundArrivals arrivals.
+      if (++arrivals % kRoundArrivals == 0) index.Refresh(pool);
       bool ok = false;
       const HostDemand& demand = host ? d.host : none;
       if (d.profile >= 0) {
@@ -120,10 +130,10 @@ PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<
   return r;
 }
 
-// The most any policy can have allocated when its first pod fails (the first pass). Every
-// pod before the first failure was placed, so the allocation then is the demand of a
-// prefix of the arrival order. A prefix fits only if its units plus the units none of its
-// pods can use fit the fleet: two slices of more than half a GPU (4g of 7 units on an
+// The most any policy can have allocated when its first pod fails. Every pod before the
+// first failure was placed, so the allocation then is the demand of a prefix of the
+// arrival order (the list replayed as Replay does, if one pass does not fill the fleet).
+// A prefix fits only if its units plus the units none of its pods can use fit the fleet: two slices of more than half a GPU (4g of 7 units on an
 // H100) never share a GPU, and the 7 - u units beside such a slice take only slices that
 // small. Counting every small slice of the prefix as filling those holes gives a lower
 // bound on the units left unusable, hence an upper bound on the allocation.
@@ -135,20 +145,24 @@ double FirstFailureBound(const std::vector<Demand>& pods, int64_t total_units, c
     }
   }
   int64_t demand = 0, holes = 0, small = 0;
-  for (const Demand& d : pods) {
-    int64_t next_holes = holes, next_small = small;
-    if (d.profile >= 0) {
-      const int u = model.profiles[d.profile].compute_units;
-      if (2 * u > kComputeUnitsPerGpu) {
-        next_holes += kComputeUnitsPerGpu - u;
-      } else if (u <= max_hole) {
-        next_small += u;
+  for (int pass = 1; pass <= kMaxPasses; ++pass) {
+    for (const Demand& d : pods) {
+      int64_t next_holes = holes, next_small = small;
+      if (d.profile >= 0) {
+        const int u = model.profiles[d.profile].compute_units;
+        if (2 * u > kComputeUnitsPerGpu) {
+          next_holes += kComputeUnitsPerGpu - u;
+        } else if (u <= max_hole) {
+          next_small += u;
+        }
       }
+      if (demand + d.units + std::max<int64_t>(0, next_holes - next_small) > total_units) {
+        return static_cast<double>(demand) / static_cast<double>(total_units);
+      }
+      demand += d.units;
+      holes = next_holes;
+      small = next_small;
     }
-    if (demand + d.units + std::max<int64_t>(0, next_holes - next_small) > total_units) break;
-    demand += d.units;
-    holes = next_holes;
-    small = next_small;
   }
   return static_cast<double>(demand) / static_cast<double>(total_units);
 }

@@ -15,6 +15,10 @@ constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
 // With host resources modelled, a pick weighs the stranding of each candidate node; it
 // examines at most this many fitting candidates per free-mask class, best first.
 constexpr int kHostScan = 16;
+// Exact-fit credits are kept in these parts of one.
+constexpr int64_t kCreditScale = 1024;
+// Products of free units, weights and counts, which may pass 2^63 at extreme weights.
+__extension__ typedef __int128 Wide;
 
 // The order classes of share units: spent (cannot feed one unit), less than one GPU's
 // share, less than eight GPUs', more. Monotone, so a bound's class bounds too. Coarse on
@@ -25,6 +29,14 @@ int64_t OrderClass(int64_t units) {
   if (units <= 0) return 0;
   if (units < kComputeUnitsPerGpu) return 1;
   return units < 8 * kComputeUnitsPerGpu ? 2 : 3;
+}
+
+// A slice of more than half a GPU: no two share one.
+bool BigSlice(const SliceProfile& p) { return !p.IsWholeGpu() && 2 * p.compute_units > kComputeUnitsPerGpu; }
+
+// Free mask `mask` is a fragment that one slice of the big profile fills exactly.
+bool ExactFit(const MaskTable& t, size_t profile, int mask) {
+  return t.capacity[mask] == t.model->profiles[profile].compute_units && t.fit_count[profile][mask] >= 1;
 }
 
 }  // namespace
@@ -46,6 +58,7 @@ int CapacityIndex::AddPool(const GpuModel* model) {
 
 void CapacityIndex::EnsureFwSize(Pool& pool, int n) {
   if (static_cast<int>(pool.fw_nodes.size()) < n + 1) pool.fw_nodes.resize(n + 1);
+  if (static_cast<int>(pool.whole_slots.size()) < n + 1) pool.whole_slots.resize(n + 1, 0);
   for (auto& [fabric, sets] : pool.fabrics) {
     if (static_cast<int>(sets.size()) < n + 1) sets.resize(n + 1);
   }
@@ -315,6 +328,7 @@ void CapacityIndex::Reindex(int gpu) {
       if (was && !is) pool.fixed_free[profile].erase({gpu, start});
       if (is && !was) pool.fixed_free[profile].insert({gpu, start});
       nodes_[g.node].free_units += (is - was) * model.profiles[profile].compute_units;
+      pool.free_units += (is - was) * model.profiles[profile].compute_units;
     }
     g.fixed_free = free;
     IndexHost(g.node);
@@ -326,6 +340,7 @@ void CapacityIndex::Reindex(int gpu) {
   Pool& pool = pools_[nodes_[node].pool];
   Node& n = nodes_[node];
   n.free_units += pool.table->capacity[key] - pool.table->capacity[g.key];
+  pool.free_units += pool.table->capacity[key] - pool.table->capacity[g.key];
   IndexHost(node);
   const Entry entry = MakeEntry(n.order, gpu);
   if (g.key != 0 && key != 0) {  // from bucket to bucket, reusing the set node
@@ -359,6 +374,9 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
   };
   move(pool.fw_nodes);
   if (fabric_sets) move(*fabric_sets);
+  for (size_t k = 1; k < pool.whole_slots.size(); ++k) {
+    pool.whole_slots[k] += fw / static_cast<int>(k) - n.fw / static_cast<int>(k);
+  }
   n.fw = fw;
 }
 
@@ -370,6 +388,59 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
 //   a[s]  = sum_p w_p (capacity[s] - u_p fit_p[s]) + W_whole capacity[s]
 //   b[fw] = - sum_N w_N 7 N floor(fw / N)
 // which lets a placement's effect be priced from the GPU's mask and the node's fw alone.
+// That measure weighs only the next arrival. Three refinements weigh the rest of the fill:
+//  - Destroyed capacity. A placement can leave free units that no slice can use (a 3g at
+//    slots 0-3 of a GPU whose slots 4-7 are taken leaves a compute unit without a memory
+//    slot): capacity[s] - capacity[rest] - u_p > 0. Those units drop out of F, so the plain
+//    measure rewards destroying them. They are charged as lost to every shape: the total
+//    weight per unit.
+//  - Exact fits for big slices. A slice of more than half a GPU (4g) never shares a GPU
+//    with another of its size. A fragment with exactly its units, where it fits, is as
+//    good as a whole GPU to it, and each one it takes saves a whole GPU. So the
+//    fragment's loss is forgiven in the proportion of such slices expected in the rest of
+//    the fill (free units times the slice's share of the workload's units) to the
+//    fragments there are plus those still to come (exact_credit, set by Refresh). The
+//    proportion falls as unfilled fragments pile up, and when the slices that open such
+//    fragments (3g beside 4g) are as common as the big slice itself. Without that, the
+//    measure opens fresh GPUs for fragments the workload will not fill.
+//  - A reserve for whole-node shapes: see NodeDelta.
+
+std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
+  const MaskTable& t = *pool.table;
+  std::vector<int64_t> credits(t.model->profiles.size(), 0);
+  if (policy_ != PackPolicy::kFragmentationAware || pool.weighted_units <= 0) return credits;
+  for (size_t q = 0; q < credits.size() && q < pool.weights.slice.size(); ++q) {
+    if (pool.weights.slice[q] <= 0 || !BigSlice(t.model->profiles[q])) continue;
+    int64_t fragments = 0;
+    for (int s = 1; s < 255; ++s) {
+      if (ExactFit(t, q, s)) fragments += static_cast<int64_t>(pool.buckets[s].size());
+    }
+    // The slices that fill the rest of a GPU beside q exactly (3g beside 4g) may each
+    // open such a fragment too.
+    int64_t openers = 0;
+    for (size_t o = 0; o < pool.weights.slice.size() && static_cast<int>(o) < t.whole_profile; ++o) {
+      if (t.model->profiles[o].compute_units == kComputeUnitsPerGpu - t.model->profiles[q].compute_units) {
+        openers += pool.weights.slice[o];
+      }
+    }
+    // Slices of q expected in the rest of the fill, against the fragments there are, the
+    // one a placement would make, and those the openers still to come may make.
+    const Wide expected = static_cast<Wide>(pool.free_units) * pool.weights.slice[q] * kCreditScale;
+    const Wide room = static_cast<Wide>(pool.weighted_units) * (fragments + 1) +
+                      static_cast<Wide>(pool.free_units) * openers;
+    credits[q] = static_cast<int64_t>(std::min<Wide>(kCreditScale, expected / room));
+  }
+  return credits;
+}
+
+void CapacityIndex::Refresh(int pool_id) {
+  Pool& pool = pools_[pool_id];
+  std::vector<int64_t> credits = ExactFitCredits(pool);
+  if (credits == pool.exact_credit) return;
+  pool.exact_credit = std::move(credits);
+  Recompute(pool_id);
+}
+
 void CapacityIndex::SetShapeWeights(int pool_id, const ShapeWeights& weights) {
   Pool& pool = pools_[pool_id];
   pool.weights = weights;
@@ -385,8 +456,13 @@ void CapacityIndex::Recompute(int pool_id) {
   int64_t whole_total = 0;
   for (size_t n = 1; n < weights.whole.size(); ++n) whole_total += weights.whole[n];
   pool.total_weight = whole_total;
+  pool.weighted_units = 0;
+  for (size_t n = 1; n < weights.whole.size(); ++n) {
+    pool.weighted_units += weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n);
+  }
   for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
     pool.total_weight += weights.slice[p];
+    pool.weighted_units += weights.slice[p] * model.profiles[p].compute_units;
   }
   for (int s = 0; s < 256; ++s) {
     int64_t v = whole_total * t.capacity[s];
@@ -396,6 +472,14 @@ void CapacityIndex::Recompute(int pool_id) {
     }
     pool.a[s] = v;
   }
+  // Exact fragments of big slices: forgive the credited share of their loss.
+  std::array<int64_t, 256> forgiven{};
+  for (size_t q = 0; q < pool.exact_credit.size(); ++q) {
+    for (int s = 1; s < 255 && pool.exact_credit[q] > 0; ++s) {
+      if (ExactFit(t, q, s)) forgiven[s] = std::max(forgiven[s], pool.exact_credit[q]);
+    }
+  }
+  for (int s = 1; s < 255; ++s) pool.a[s] -= pool.a[s] * forgiven[s] / kCreditScale;
   pool.b.assign(static_cast<size_t>(pool.max_gpus) + 1, 0);
   for (int fw = 0; fw <= pool.max_gpus; ++fw) {
     int64_t v = 0;
@@ -418,7 +502,8 @@ void CapacityIndex::Recompute(int pool_id) {
         c.mask = static_cast<uint8_t>(s);
         c.start = static_cast<uint8_t>(start);
         if (policy_ == PackPolicy::kFragmentationAware) {
-          c.delta = pool.a[rest] - pool.a[s];
+          const int destroyed = t.capacity[s] - t.capacity[rest] - prof.compute_units;
+          c.delta = pool.a[rest] - pool.a[s] + pool.total_weight * destroyed;
         } else {
           // Best fit: least free capacity first, then the start that keeps most of it.
           c.delta = int64_t{t.capacity[s]} * 16 - t.capacity[rest];
@@ -439,8 +524,27 @@ void CapacityIndex::Recompute(int pool_id) {
   }
 }
 
+// The reserve for whole-node shapes. The node term prices a whole N-GPU slot at the
+// shape's popularity, which is small for big shapes, so a few small jobs that strand less
+// there break the last whole nodes long before the fleet fills, and the next N-GPU job
+// finds none. While breaking one would leave fewer whole N-GPU slots than the N-GPU jobs
+// expected in the rest of the fill (free units times the shape's share of the workload's
+// units), breaking it is charged as its capacity lost to every shape: a placement
+// elsewhere wins unless it strands or destroys more than that.
 int64_t CapacityIndex::NodeDelta(const Pool& pool, int fw, int take) const {
-  return pool.b[fw - take] - pool.b[fw];
+  int64_t delta = pool.b[fw - take] - pool.b[fw];
+  if (policy_ != PackPolicy::kFragmentationAware || pool.weighted_units <= 0) return delta;
+  const std::vector<int64_t>& whole = pool.weights.whole;
+  for (size_t n = static_cast<size_t>(take) + 1; n < whole.size() && n < pool.whole_slots.size(); ++n) {
+    const int k = static_cast<int>(n);
+    const int64_t lost = fw / k - (fw - take) / k;
+    if (whole[n] <= 0 || lost <= 0) continue;
+    const Wide left = static_cast<Wide>(pool.whole_slots[n] - lost) * pool.weighted_units;
+    if (left < static_cast<Wide>(pool.free_units) * whole[n]) {
+      delta += lost * kComputeUnitsPerGpu * k * pool.total_weight;
+    }
+  }
+  return delta;
 }
 
 std::optional<int> CapacityIndex::BestFullFreeNode(const Pool& pool,
@@ -452,13 +556,15 @@ std::optional<int> CapacityIndex::BestFullFreeNode(const Pool& pool,
   int64_t best_delta = kInf;
   const int64_t bound = OrderBound(pool, host, units);
   for (int fw = take; fw < static_cast<int>(fw_nodes.size()); ++fw) {
+    if (fw_nodes[fw].empty()) continue;
     int examined = 0;
+    const int64_t class_delta = policy_ == PackPolicy::kFragmentationAware ? NodeDelta(pool, fw, take) : 0;
     for (auto it = From(fw_nodes[fw], bound); it != fw_nodes[fw].end(); ++it) {
       const int node = EntryId(*it);
       if (pool.host_limited && !HostFits(node, host, units)) continue;
       switch (policy_) {
         case PackPolicy::kFragmentationAware: {
-          const int64_t d = NodeDelta(pool, fw, take) + (weigh_host ? StrandDelta(pool, node, units, host) : 0);
+          const int64_t d = class_delta + (weigh_host ? StrandDelta(pool, node, units, host) : 0);
           if (d < best_delta) {  // ties keep the smaller fw: best fit
             best_delta = d;
             best = node;

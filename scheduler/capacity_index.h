@@ -32,7 +32,10 @@ namespace surplus::scheduler {
 enum class PackPolicy {
   /// Minimises the growth of expected unusable capacity under the workload's shape
   /// distribution (after "Beware of Fragmentation", ATC'23), extended to MIG placement
-  /// tables and to node-level whole-GPU shapes, with best-fit tie breaks.
+  /// tables and to node-level whole-GPU shapes, with best-fit tie breaks. It also charges
+  /// capacity a placement destroys, credits fragments that big slices still to come will
+  /// fill exactly, and keeps whole nodes for the N-GPU jobs still to come (Recompute,
+  /// NodeDelta).
   kFragmentationAware,
   /// Least free capacity that fits (GPU, then node).
   kBestFit,
@@ -134,6 +137,12 @@ class CapacityIndex {
 
   /// Sets the workload shape distribution the fragmentation measure uses for a pool.
   void SetShapeWeights(int pool, const ShapeWeights& weights);
+  /// Re-weighs, from the pool's free capacity now, how likely a fragment that exactly fits
+  /// one big slice (more than half a GPU, e.g. 4g of 7 units) is to be filled by one (see
+  /// Recompute). Picks use the figures of the last call: the caller calls it between
+  /// batches of picks (the scheduler once a round), so a batch depends only on the state
+  /// it started from.
+  void Refresh(int pool);
 
   // --- Picks (no mutation) ---------------------------------------------------------------
   struct SlicePick {
@@ -246,6 +255,13 @@ class CapacityIndex {
     std::vector<std::set<std::pair<int, int>>> fixed_free;  // per profile: (gpu, start)
     ShapeWeights weights;
     int64_t total_weight = 0;  // sum of the weights (scale of the strand term)
+    int64_t weighted_units = 0;  // sum over shapes of weight x compute units
+    int64_t free_units = 0;      // offered free compute units of the pool's GPUs
+    // Index N: whole N-GPU slots on the pool's nodes, the sum of floor(fw / N).
+    std::vector<int64_t> whole_slots;
+    // Per profile: the share, in 1/kCreditScale, of an exact fragment's loss that is
+    // forgiven because a big slice of that profile is expected to fill it (Refresh).
+    std::vector<int64_t> exact_credit;
     bool host_limited = false;  // some node of the pool has a known host size
     // Kept once host_limited: the live nodes with free GPU capacity (a demand none of them
     // can take fails at once).
@@ -261,7 +277,12 @@ class CapacityIndex {
   void EnsureFwSize(Pool& pool, int n);
   /// Recomputes the fragmentation terms and candidate orders from the stored weights.
   void Recompute(int pool);
+  /// Growth of the node term when a node with fw fully free GPUs gives `take` of them,
+  /// plus the reserve penalty for breaking whole N-GPU slots that the expected N-GPU
+  /// demand still needs.
   int64_t NodeDelta(const Pool& pool, int fw, int take) const;
+  /// The exact-fit credits Refresh would set now.
+  std::vector<int64_t> ExactFitCredits(const Pool& pool) const;
   std::optional<int> BestFullFreeNode(const Pool& pool, const std::vector<EntrySet>& fw_nodes,
                                       int take, int units, int64_t* delta, const HostDemand& host) const;
   /// Units of the node's free GPU capacity its free CPU and memory cannot feed at the

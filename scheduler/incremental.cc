@@ -760,6 +760,7 @@ void IncrementalScheduler::SetWeights() {
       index_.SetShapeWeights(static_cast<int>(p), w);
       rec.last_weights = std::move(w);
     }
+    index_.Refresh(static_cast<int>(p));  // the round's picks weigh the fleet as it starts
   }
 }
 

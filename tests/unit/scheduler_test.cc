@@ -568,6 +568,115 @@ TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
   }
 }
 
+// One H100 pool of nodes with these GPU counts, every GPU usable.
+int H100Pool(CapacityIndex* index, const std::vector<int>& node_gpus) {
+  const int pool = index->AddPool(FindGpuModel("H100-80GB"));
+  for (int gpus : node_gpus) {
+    const int node = index->AddNode(pool, -1, gpus);
+    for (int g = 0; g < gpus; ++g) index->SetUsable(index->NodeFirstGpu(node) + g, true);
+  }
+  return pool;
+}
+
+// H100 profile indices (FindGpuModel("H100-80GB") order).
+constexpr int k2g = 2, k3g = 3, k4g = 4;
+
+TEST(CapacityIndex, SlicesDoNotDestroyCapacity) {
+  // One node, two H100s: GPU 0 runs a 3g at slots 4-7 (slots 0-3 free, 4 units), GPU 1 a
+  // 4g at slots 0-3 (slots 4-7 free, 3 units). A new 3g at slot 0 of GPU 0 would leave a
+  // compute unit without a memory slot. At slot 4 of GPU 1 it fills that GPU exactly, and
+  // a 4g still fits on GPU 0. The measure alone prefers GPU 0 (it uses up the larger
+  // fragment that whole GPUs cannot use); the unit it would destroy is charged to it.
+  CapacityIndex index;
+  const int pool = H100Pool(&index, {2});
+  const GpuModel& h100 = index.Model(pool);
+  index.SetUsed(0, h100.profiles[k3g].MaskAt(4));
+  index.SetUsed(1, h100.profiles[k4g].MaskAt(0));
+  ShapeWeights w;
+  w.slice = {0, 0, 1, 5, 1, 0};
+  w.whole = {0, 10};
+  index.SetShapeWeights(pool, w);
+  index.Refresh(pool);
+  auto pick = index.PickSlice(pool, k3g);
+  ASSERT_TRUE(pick.has_value());
+  EXPECT_EQ(pick->gpu, 1);
+  EXPECT_EQ(pick->start, 4);
+  index.SetUsed(1, index.Used(1) | h100.profiles[k3g].MaskAt(pick->start));
+  auto big = index.PickSlice(pool, k4g);
+  ASSERT_TRUE(big.has_value());
+  EXPECT_EQ(big->gpu, 0);
+}
+
+TEST(CapacityIndex, FragmentsAreLeftForBigSlicesOnlyWhenTheWorkloadHasThem) {
+  // One node, two H100s: GPU 0 runs a 3g at slots 4-7, GPU 1 is free; a second 3g arrives.
+  // At slot 0 of GPU 0 it keeps GPU 1 whole but loses a compute unit. At slot 4 of GPU 1
+  // it leaves slots 0-3 there, exactly a 4g. With 4g jobs common enough to fill both such
+  // fragments, that is the better place, and two 4g jobs then fit. Without 4g jobs, the
+  // fragment would stay empty: the 3g pairs up and GPU 1 stays whole. (Whole-GPU jobs are
+  // common enough here that the lost unit alone would not tip it.)
+  for (const int64_t big_jobs : {30, 0}) {
+    SCOPED_TRACE(absl::StrCat("4g weight ", big_jobs));
+    CapacityIndex index;
+    const int pool = H100Pool(&index, {2});
+    const GpuModel& h100 = index.Model(pool);
+    index.SetUsed(0, h100.profiles[k3g].MaskAt(4));
+    ShapeWeights w;
+    w.slice = {0, 0, 0, 5, big_jobs, 0};
+    w.whole = {0, 20};
+    index.SetShapeWeights(pool, w);
+    index.Refresh(pool);
+    auto pick = index.PickSlice(pool, k3g);
+    ASSERT_TRUE(pick.has_value());
+    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k3g].MaskAt(pick->start));
+    if (big_jobs > 0) {
+      EXPECT_EQ(pick->gpu, 1);
+      EXPECT_EQ(pick->start, 4);
+      for (int i = 0; i < 2; ++i) {
+        index.Refresh(pool);
+        auto big = index.PickSlice(pool, k4g);
+        ASSERT_TRUE(big.has_value());
+        index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+      }
+      EXPECT_EQ(index.FreeMask(0), 0);
+      EXPECT_EQ(index.FreeMask(1), 0);
+    } else {
+      EXPECT_EQ(pick->gpu, 0);
+      EXPECT_EQ(pick->start, 0);
+      EXPECT_EQ(index.FullFreeGpus(0), 1);
+    }
+  }
+}
+
+TEST(CapacityIndex, SmallJobsLeaveTheLastWholeNodeForTheBigJobsToCome) {
+  // Two 8-GPU nodes with 800 GiB of memory: "busy" has 6 GPUs and 700 GiB taken, "empty"
+  // nothing. A 1-GPU job asks for 95 GiB; the workload asks 10 GiB per compute unit. On
+  // "busy" it leaves that node's last GPU without memory, so the stranding term sends it
+  // to "empty". When the workload also has 8-GPU jobs, "empty" is the last whole node they
+  // can have: the job goes to "busy" and an 8-GPU job still fits.
+  for (const int64_t eight_gpu_jobs : {1, 0}) {
+    SCOPED_TRACE(absl::StrCat("8-GPU weight ", eight_gpu_jobs));
+    CapacityIndex index;
+    const int pool = H100Pool(&index, {8, 8});
+    const int busy = 0, empty = 1;
+    for (int node : {busy, empty}) index.SetNodeHost(node, 0, 800 * 1024);
+    for (int g = 0; g < 6; ++g) index.SetUsed(index.NodeFirstGpu(busy) + g, 0xFF);
+    index.AddHostUse(busy, HostDemand{0, 700 * 1024}, 1);
+    ShapeWeights w;
+    w.slice.assign(6, 0);
+    w.whole = {0, 20, 0, 0, 0, 0, 0, 0, eight_gpu_jobs};
+    w.memory_mib_per_unit = 10 * 1024;
+    index.SetShapeWeights(pool, w);
+    index.Refresh(pool);
+    const HostDemand demand{0, 95 * 1024};
+    auto node = index.PickNode(pool, 1, demand);
+    ASSERT_TRUE(node.has_value());
+    EXPECT_EQ(*node, eight_gpu_jobs > 0 ? busy : empty);
+    for (int g : index.TakeFullFreeGpus(*node, 1)) index.SetUsed(g, 0xFF);
+    index.AddHostUse(*node, index.HostCharge(*node, demand, 7), 1);
+    EXPECT_EQ(index.PickNode(pool, 8).has_value(), eight_gpu_jobs > 0);
+  }
+}
+
 JobShape WithHost(JobShape shape, int64_t cpu_millis, int64_t memory_mib) {
   shape.cpu_millis = cpu_millis;
   shape.memory_mib = memory_mib;
