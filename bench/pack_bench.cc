@@ -133,10 +133,11 @@ PackResult Replay(PackPolicy policy, const std::string& name, const std::vector<
 // The most any policy can have allocated when its first pod fails. Every pod before the
 // first failure was placed, so the allocation then is the demand of a prefix of the
 // arrival order (the list replayed as Replay does, if one pass does not fill the fleet).
-// A prefix fits only if its units plus the units none of its pods can use fit the fleet: two slices of more than half a GPU (4g of 7 units on an
-// H100) never share a GPU, and the 7 - u units beside such a slice take only slices that
-// small. Counting every small slice of the prefix as filling those holes gives a lower
-// bound on the units left unusable, hence an upper bound on the allocation.
+// A prefix fits only if its units plus the units none of its pods can use fit the fleet:
+// two slices of more than half a GPU (4g of 7 units on an H100) never share a GPU, and the
+// 7 - u units beside such a slice take only slices that small. Counting every small slice
+// of the prefix as filling those holes gives a lower bound on the units left unusable,
+// hence an upper bound on the allocation.
 double FirstFailureBound(const std::vector<Demand>& pods, int64_t total_units, const GpuModel& model) {
   int max_hole = 0;
   for (const SliceProfile& p : model.profiles) {
