@@ -6,6 +6,13 @@
 namespace surplus::api {
 namespace v1 = surplus::v1;
 
+void AddNodeHost(const v1::Node& node, v1::PoolCapacity* pool) {
+  pool->set_cpu_millis_total(pool->cpu_millis_total() + node.cpu_millis());
+  pool->set_cpu_millis_used(pool->cpu_millis_used() + node.cpu_millis_used());
+  pool->set_memory_mib_total(pool->memory_mib_total() + node.memory_mib());
+  pool->set_memory_mib_used(pool->memory_mib_used() + node.memory_mib_used());
+}
+
 absl::StatusOr<CapacityView> LoadCapacity(const ApiContext& ctx, int64_t now_ms) {
   auto nodes = ctx.nodes->ListNodes(ctx.config.harvest, now_ms);
   if (!nodes.ok()) return nodes.status();
@@ -21,6 +28,7 @@ absl::StatusOr<CapacityView> LoadCapacity(const ApiContext& ctx, int64_t now_ms)
     node_model[n.name()] = n.gpu_model();
     v1::PoolCapacity& pool = pools[n.gpu_model()];
     pool.set_gpu_model(n.gpu_model());
+    AddNodeHost(n, &pool);
     for (const auto& g : n.gpus()) {
       pool.set_gpus_total(pool.gpus_total() + 1);
       if (g.use() == v1::GPU_USE_OWNER_BUSY) pool.set_gpus_owner_busy(pool.gpus_owner_busy() + 1);

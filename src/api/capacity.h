@@ -17,4 +17,8 @@ struct CapacityView {
 
 absl::StatusOr<CapacityView> LoadCapacity(const ApiContext& ctx, int64_t now_ms);
 
+/// Adds what the node offers of its host and what its running jobs hold there to the
+/// pool's host figures (PoolCapacity fields 11-14).
+void AddNodeHost(const surplus::v1::Node& node, surplus::v1::PoolCapacity* pool);
+
 }  // namespace surplus::api

@@ -237,14 +237,21 @@ Table GpusTable(const v1::ListNodesResponse& nodes) {
 
 Table CapacityTable(const v1::GetCapacityResponse& capacity) {
   Table table({"MODEL", "GPUS", "OWNER-BUSY", "UNAVAIL", "UNITS-OFFERED", "UNITS-SOLD", "CLEARING",
-               "RESERVE", "PENDING", "RUNNING"});
+               "RESERVE", "PENDING", "RUNNING", "HOST-CPU-USED", "HOST-MEM-USED"});
+  // What the running jobs hold of the host, of what the nodes offer ("-" where no node
+  // said).
+  auto held = [](int64_t used, int64_t total, std::string (*format)(int64_t)) {
+    return absl::StrCat(format(used), " / ", total > 0 ? format(total) : "-");
+  };
   for (const v1::PoolCapacity& p : capacity.pools()) {
     table.AddRow({p.gpu_model(), absl::StrCat(p.gpus_total()), absl::StrCat(p.gpus_owner_busy()),
                   absl::StrCat(p.gpus_unavailable()), absl::StrCat(p.units_offered()),
                   absl::StrCat(p.units_sold()),
                   FormatPricePerGpuHour(p.clearing_price_micros_per_gpu_hour()),
                   FormatPricePerGpuHour(p.reserve_price_micros_per_gpu_hour()),
-                  absl::StrCat(p.jobs_pending()), absl::StrCat(p.jobs_running())});
+                  absl::StrCat(p.jobs_pending()), absl::StrCat(p.jobs_running()),
+                  held(p.cpu_millis_used(), p.cpu_millis_total(), FormatCpus),
+                  held(p.memory_mib_used(), p.memory_mib_total(), FormatMemoryMib)});
   }
   return table;
 }

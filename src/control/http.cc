@@ -25,12 +25,14 @@ th:first-child,td:first-child{text-align:left}.gpu{display:inline-block;width:14
 </style></head><body>
 <h1>Surplus capacity</h1><p id="asof"></p>
 <table id="pools"><thead><tr><th>GPU model</th><th>GPUs</th><th>owner busy</th><th>unavailable</th>
-<th>units offered</th><th>units sold</th><th>clearing $/GPU-h</th><th>reserve $/GPU-h</th><th>pending</th><th>running</th></tr></thead><tbody></tbody></table>
+<th>units offered</th><th>units sold</th><th>clearing $/GPU-h</th><th>reserve $/GPU-h</th><th>pending</th><th>running</th>
+<th>host CPUs held</th><th>host GiB held</th></tr></thead><tbody></tbody></table>
 <h2>Nodes</h2><div id="nodes"></div>
 <p><span class="gpu IDLE"></span> idle <span class="gpu SOLD"></span> sold <span class="gpu OWNER_BUSY"></span> owner busy
 <span class="gpu UNAVAILABLE"></span> unavailable</p>
 <script>
 const usd = m => '$' + (m / 1e6).toFixed(2);
+const held = (used, total, scale) => (used / scale).toFixed(1) + ' / ' + (total > 0 ? (total / scale).toFixed(1) : '-');
 async function refresh() {
   const r = await fetch('/api/capacity'); const c = await r.json();
   document.getElementById('asof').textContent = 'as of ' + new Date(c.as_of_ms).toISOString();
@@ -38,7 +40,8 @@ async function refresh() {
   for (const p of c.pools) {
     const tr = document.createElement('tr');
     for (const v of [p.gpu_model, p.gpus_total, p.gpus_owner_busy, p.gpus_unavailable, p.units_offered,
-                     p.units_sold, usd(p.clearing_micros), usd(p.reserve_micros), p.jobs_pending, p.jobs_running]) {
+                     p.units_sold, usd(p.clearing_micros), usd(p.reserve_micros), p.jobs_pending, p.jobs_running,
+                     held(p.cpu_millis_used, p.cpu_millis_total, 1000), held(p.memory_mib_used, p.memory_mib_total, 1024)]) {
       const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
     }
     tb.appendChild(tr);
@@ -108,7 +111,9 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
                       ",\"units_sold\":", p.units_sold(), ",\"clearing_micros\":",
                       p.clearing_price_micros_per_gpu_hour(), ",\"reserve_micros\":",
                       p.reserve_price_micros_per_gpu_hour(), ",\"jobs_pending\":", p.jobs_pending(),
-                      ",\"jobs_running\":", p.jobs_running(), "}");
+                      ",\"jobs_running\":", p.jobs_running(), ",\"cpu_millis_total\":", p.cpu_millis_total(),
+                      ",\"cpu_millis_used\":", p.cpu_millis_used(), ",\"memory_mib_total\":", p.memory_mib_total(),
+                      ",\"memory_mib_used\":", p.memory_mib_used(), "}");
     }
     res.set_content(absl::StrCat("{\"as_of_ms\":", now, ",\"pools\":[", pools_json, "],\"nodes\":[", nodes_json, "]}"),
                     "application/json");
@@ -154,6 +159,30 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
         absl::StrAppend(&out, "surplus_capacity_units{gpu_model=\"", model, "\",state=\"offered\"} ",
                         p.capacity_units, "\n", "surplus_capacity_units{gpu_model=\"", model, "\",state=\"sold\"} ",
                         p.used_units, "\n");
+      }
+    }
+    // Host CPU and memory per pool: what the nodes offer and what running jobs hold.
+    auto nodes = ctx_.nodes->ListNodes(ctx_.config.harvest, NowMs());
+    if (nodes.ok()) {
+      std::map<std::string, v1::PoolCapacity> host;
+      for (const v1::Node& n : *nodes) api::AddNodeHost(n, &host[n.gpu_model()]);
+      absl::StrAppend(&out,
+                      "# HELP surplus_host_cpu_millis Host CPU of the pool's nodes, millicores: offered to jobs"
+                      " (nodes of unknown size count 0) and held by running jobs.\n"
+                      "# TYPE surplus_host_cpu_millis gauge\n");
+      for (const auto& [model, p] : host) {
+        absl::StrAppend(&out, "surplus_host_cpu_millis{gpu_model=\"", model, "\",state=\"offered\"} ",
+                        p.cpu_millis_total(), "\n", "surplus_host_cpu_millis{gpu_model=\"", model,
+                        "\",state=\"held\"} ", p.cpu_millis_used(), "\n");
+      }
+      absl::StrAppend(&out,
+                      "# HELP surplus_host_memory_mib Host memory of the pool's nodes, MiB: offered to jobs"
+                      " (nodes of unknown size count 0) and held by running jobs.\n"
+                      "# TYPE surplus_host_memory_mib gauge\n");
+      for (const auto& [model, p] : host) {
+        absl::StrAppend(&out, "surplus_host_memory_mib{gpu_model=\"", model, "\",state=\"offered\"} ",
+                        p.memory_mib_total(), "\n", "surplus_host_memory_mib{gpu_model=\"", model,
+                        "\",state=\"held\"} ", p.memory_mib_used(), "\n");
       }
     }
     res.set_content(out, "text/plain; version=0.0.4");

@@ -707,10 +707,36 @@ TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
     }
     return std::string("no node-h");
   };
+  // And what the pool's jobs hold of what its nodes offer, in GetCapacity and /metrics.
+  auto pool_held = [&] {
+    v1::GetCapacityResponse capacity;
+    auto c = Ctx(stack_->operator_key());
+    EXPECT_TRUE(stack_->Operator()->GetCapacity(c.get(), v1::GetCapacityRequest(), &capacity).ok());
+    for (const v1::PoolCapacity& p : capacity.pools()) {
+      if (p.gpu_model() == "H100-80GB") {
+        return absl::StrCat(p.cpu_millis_used(), "/", p.cpu_millis_total(), " ", p.memory_mib_used(), "/",
+                            p.memory_mib_total());
+      }
+    }
+    return std::string("no H100-80GB pool");
+  };
+  auto metric = [&](const std::string& name, const std::string& state) {
+    const std::string metrics = Metrics();
+    const std::string key = absl::StrCat("\n", name, "{gpu_model=\"H100-80GB\",state=\"", state, "\"} ");
+    const size_t at = metrics.find(key);
+    if (at == std::string::npos) return std::string("absent");
+    return metrics.substr(at + key.size(), metrics.find('\n', at + key.size()) - at - key.size());
+  };
   EXPECT_EQ(held(), "0/0");
+  EXPECT_EQ(pool_held(), "0/8000 0/16384");
   const std::string first = Submit(host_spec("first", 6000, 4096));
   ASSERT_TRUE(WaitState(first, v1::JOB_STATE_RUNNING, 15000)) << Get(first).reason();
   EXPECT_EQ(held(), "6000/4096");
+  EXPECT_EQ(pool_held(), "6000/8000 4096/16384");
+  EXPECT_EQ(metric("surplus_host_cpu_millis", "held"), "6000");
+  EXPECT_EQ(metric("surplus_host_cpu_millis", "offered"), "8000");
+  EXPECT_EQ(metric("surplus_host_memory_mib", "held"), "4096");
+  EXPECT_EQ(metric("surplus_host_memory_mib", "offered"), "16384");
   const std::string second = Submit(host_spec("second", 6000, 0));
   const std::string too_big = Submit(host_spec("too-big", 0, 32768));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // several rounds
@@ -723,6 +749,8 @@ TEST_F(E2e, AJobsHostCpuAndMemoryBoundWhereItRuns) {
   ASSERT_TRUE(WaitState(second, v1::JOB_STATE_RUNNING, 15000)) << Get(second).reason();
   // 6 CPUs asked; memory not asked, so its share: one GPU of two, half of 16 GiB.
   EXPECT_EQ(held(), "6000/8192");
+  EXPECT_EQ(pool_held(), "6000/8000 8192/16384");
+  EXPECT_EQ(metric("surplus_host_memory_mib", "held"), "8192");
   EXPECT_EQ(Get(too_big).state(), v1::JOB_STATE_PENDING);
   for (const auto& id : {second, too_big}) ASSERT_TRUE(Cancel(id).ok());
 }

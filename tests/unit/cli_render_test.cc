@@ -117,6 +117,22 @@ TEST(Views, NodesShowWhatTheirHostOffersAndWhatIsHeld) {
   EXPECT_NE(csv.find("\"96 CPUs, 768 GiB\",\"12.5 CPUs, 96 GiB\""), std::string::npos) << csv;
 }
 
+TEST(Views, CapacityShowsTheHostHeldOfWhatTheNodesOffer) {
+  v1::GetCapacityResponse capacity;
+  v1::PoolCapacity* sized = capacity.add_pools();
+  sized->set_gpu_model("H100-80GB");
+  sized->set_cpu_millis_total(192'000);
+  sized->set_cpu_millis_used(12'500);
+  sized->set_memory_mib_total(1536 * 1024);
+  sized->set_memory_mib_used(96 * 1024);
+  capacity.add_pools()->set_gpu_model("A100-80GB");  // no node said its size
+  const std::string text = CapacityTable(capacity).RenderText();
+  EXPECT_NE(text.find("HOST-CPU-USED"), std::string::npos) << text;
+  EXPECT_NE(text.find("12.5 CPUs / 192 CPUs"), std::string::npos) << text;
+  EXPECT_NE(text.find("96 GiB / 1536 GiB"), std::string::npos) << text;
+  EXPECT_NE(text.find("0 CPUs / -"), std::string::npos) << text;
+}
+
 TEST(Views, JsonIsOneObjectWithDefaults) {
   v1::Job job;
   job.set_id("j-1");
