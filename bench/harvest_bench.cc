@@ -199,6 +199,13 @@ int RunHarvestBench(int argc, char** argv) {
     d.upsert_nodes = init;
     engine.ApplyDelta(d);
   }
+  // Whether each GPU is offered to tenants, as the engine last saw it.
+  std::vector<char> offered(static_cast<size_t>(gpus), 0);
+  auto note_offered = [&](int n, const NodeView& v) {
+    for (size_t i = 0; i < v.gpus.size(); ++i) {
+      offered[first_gpu[n] + static_cast<int>(i)] = v.gpus[i].offerable && !v.gpus[i].owner_busy;
+    }
+  };
 
   std::vector<int> owner_milli(static_cast<size_t>(gpus), 0);
   std::vector<std::set<int>> tenants_on(static_cast<size_t>(gpus));
@@ -206,8 +213,37 @@ int RunHarvestBench(int argc, char** argv) {
   std::vector<int64_t> latencies;
   std::map<std::string, int> tenant_by_id;
   for (size_t i = 0; i < tenants.size(); ++i) tenant_by_id[tenants[i].view.id] = static_cast<int>(i);
+  for (size_t n = 0; n < views.size(); ++n) {
+    std::vector<NodeView> one = {views[n]};
+    tracker.Apply(t_begin, &one);
+    note_offered(static_cast<int>(n), one[0]);
+  }
   int64_t owner_dropped = 0, preempted = 0, rounds = 0;
   double idle_gpu_ms = 0, sold_gpu_ms = 0;
+  // Where the owner-idle GPU time that was not sold went, in compute units now (rates) and
+  // in GPU-milliseconds (integrated over time like idle_gpu_ms).
+  struct Unsold {
+    int64_t window = 0;   // GPUs still inside the idle window (not offered yet)
+    int64_t empty = 0;    // offered GPUs no tenant job runs on
+    int64_t partial = 0;  // free units of offered GPUs that tenant slices share
+  } unsold_rate;
+  double window_gpu_ms = 0, empty_gpu_ms = 0, partial_gpu_ms = 0;
+  auto recount = [&] {
+    unsold_rate = Unsold{};
+    for (int g = 0; g < gpus; ++g) {
+      if (owner_milli[g] != 0) continue;
+      int64_t sold = 0;
+      for (int k : tenants_on[g]) sold += tenants[k].units / static_cast<int64_t>(tenants[k].gpus.size());
+      const int64_t free = std::max<int64_t>(0, kComputeUnitsPerGpu - sold);
+      if (!offered[g]) {
+        unsold_rate.window += free;
+      } else if (tenants_on[g].empty()) {
+        unsold_rate.empty += free;
+      } else {
+        unsold_rate.partial += free;
+      }
+    }
+  };
   int64_t idle_gpus = gpus;  // GPUs with no owner load
   int64_t sold_units_on_idle = 0;
   int64_t last_t = t_begin;
@@ -232,6 +268,9 @@ int RunHarvestBench(int argc, char** argv) {
     const double dt = static_cast<double>(t - last_t);
     idle_gpu_ms += dt * static_cast<double>(idle_gpus);
     sold_gpu_ms += dt * static_cast<double>(sold_units_on_idle) / kComputeUnitsPerGpu;
+    window_gpu_ms += dt * static_cast<double>(unsold_rate.window) / kComputeUnitsPerGpu;
+    empty_gpu_ms += dt * static_cast<double>(unsold_rate.empty) / kComputeUnitsPerGpu;
+    partial_gpu_ms += dt * static_cast<double>(unsold_rate.partial) / kComputeUnitsPerGpu;
     last_t = t;
     SnapshotDelta delta;
     bool changed = false;
@@ -327,12 +366,16 @@ int RunHarvestBench(int argc, char** argv) {
       for (int n : dirty_nodes) {
         std::vector<NodeView> one = {views[n]};
         tracker.Apply(t, &one);
+        note_offered(n, one[0]);
         delta.upsert_nodes.push_back(one[0]);
       }
       dirty_nodes.clear();
       changed = true;
     }
-    if (!changed) continue;
+    if (!changed) {
+      recount();
+      continue;
+    }
     engine.ApplyDelta(delta);
     const scheduler::Decisions d = engine.Round(t);
     ++rounds;
@@ -359,8 +402,10 @@ int RunHarvestBench(int argc, char** argv) {
         events.push({t + notice_ms, Ev::kTenantEnd, k, tj.gen});
       }
     }
+    recount();
   }
   const double share = idle_gpu_ms > 0 ? sold_gpu_ms / idle_gpu_ms : 0;
+  auto of_idle = [&](double ms) { return idle_gpu_ms > 0 ? ms / idle_gpu_ms : 0; };
   const int64_t p50 = Percentile(latencies, 0.5), p99 = Percentile(latencies, 0.99);
   const int64_t max_lat = latencies.empty() ? 0 : *std::max_element(latencies.begin(), latencies.end());
   const bool within = max_lat <= notice_ms;
@@ -380,6 +425,9 @@ int RunHarvestBench(int argc, char** argv) {
         .Num("owner_idle_gpu_hours", idle_gpu_ms / 3.6e6)
         .Num("sold_gpu_hours", sold_gpu_ms / 3.6e6)
         .Num("sold_share_of_owner_idle", share)
+        .Num("unsold_in_idle_window_share", of_idle(window_gpu_ms))
+        .Num("unsold_offered_empty_share", of_idle(empty_gpu_ms))
+        .Num("unsold_offered_beside_slices_share", of_idle(partial_gpu_ms))
         .Int("reclaims", static_cast<int64_t>(latencies.size()))
         .Int("preemptions", preempted)
         .Num("reclaim_to_free_p50_s", p50 / 1000.0)
@@ -401,6 +449,9 @@ int RunHarvestBench(int argc, char** argv) {
       {"owner-idle GPU-hours", Fmt(idle_gpu_ms / 3.6e6, 0)},
       {"sold to tenants, GPU-hours", Fmt(sold_gpu_ms / 3.6e6, 0)},
       {"share of owner-idle time sold", Fmt(100 * share, 1) + "%"},
+      {"  unsold: inside the idle window", Fmt(100 * of_idle(window_gpu_ms), 1) + "%"},
+      {"  unsold: offered, no tenant job on the GPU", Fmt(100 * of_idle(empty_gpu_ms), 1) + "%"},
+      {"  unsold: offered, free units beside tenant slices", Fmt(100 * of_idle(partial_gpu_ms), 1) + "%"},
       {"owner reclaims of tenant GPUs", std::to_string(latencies.size())},
       {"tenant preemptions", std::to_string(preempted)},
       {"reclaim -> GPU free p50", Fmt(p50 / 1000.0, 1) + " s"},
