@@ -397,7 +397,8 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
 //  - Exact fits for big slices. A slice of more than half a GPU (4g) never shares a GPU
 //    with another of its size. A fragment with exactly its units, where it fits, is as
 //    good as a whole GPU to it, and each one it takes saves a whole GPU. So the
-//    fragment's loss is forgiven in the proportion of such slices expected in the rest of
+//    fragment's loss (but for its loss to multi-GPU jobs: the saved GPU is not beside the
+//    others) is forgiven in the proportion of such slices expected in the rest of
 //    the fill (free units times the slice's share of the workload's units) to the
 //    fragments there are plus those still to come (exact_credit, set by Refresh). The
 //    proportion falls as unfilled fragments pile up, and when the slices that open such
@@ -479,7 +480,15 @@ void CapacityIndex::Recompute(int pool_id) {
       if (ExactFit(t, q, s)) forgiven[s] = std::max(forgiven[s], pool.exact_credit[q]);
     }
   }
-  for (int s = 1; s < 255; ++s) pool.a[s] -= pool.a[s] * forgiven[s] / kCreditScale;
+  // The whole GPU a big slice saves by filling a fragment turns up wherever that slice
+  // would have gone, not beside other free GPUs: it serves single-GPU jobs. So the loss to
+  // jobs of N > 1 GPUs on one node is not forgiven.
+  int64_t multi_gpu_weight = 0;
+  for (size_t n = 2; n < weights.whole.size(); ++n) multi_gpu_weight += weights.whole[n];
+  for (int s = 1; s < 255; ++s) {
+    const int64_t forgivable = pool.a[s] - multi_gpu_weight * t.capacity[s];
+    pool.a[s] -= forgivable * forgiven[s] / kCreditScale;
+  }
   pool.b.assign(static_cast<size_t>(pool.max_gpus) + 1, 0);
   for (int fw = 0; fw <= pool.max_gpus; ++fw) {
     int64_t v = 0;
