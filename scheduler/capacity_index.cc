@@ -39,6 +39,18 @@ bool ExactFit(const MaskTable& t, size_t profile, int mask) {
   return t.capacity[mask] == t.model->profiles[profile].compute_units && t.fit_count[profile][mask] >= 1;
 }
 
+// The free mask left when one slice of the big profile takes partly used free mask `mask`,
+// if it fits there and leaves at most one compute unit beside it (slots 0-3 free, and
+// perhaps a one-unit slot pair: a 4g fills it all but that unit); -1 otherwise.
+int BigSliceRemainder(const MaskTable& t, size_t profile, int mask) {
+  if (t.capacity[mask] >= kComputeUnitsPerGpu) return -1;
+  for (int start : t.model->profiles[profile].starts) {
+    const int m = t.model->profiles[profile].MaskAt(start);
+    if ((mask & m) == m && t.capacity[mask & ~m] <= 1) return mask & ~m;
+  }
+  return -1;
+}
+
 }  // namespace
 
 CapacityIndex::CapacityIndex(PackPolicy policy) : policy_(policy) {}
@@ -394,16 +406,19 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
 //    slot): capacity[s] - capacity[rest] - u_p > 0. Those units drop out of F, so the plain
 //    measure rewards destroying them. They are charged as lost to every shape: the total
 //    weight per unit.
-//  - Exact fits for big slices. A slice of more than half a GPU (4g) never shares a GPU
-//    with another of its size. A fragment with exactly its units, where it fits, is as
-//    good as a whole GPU to it, and each one it takes saves a whole GPU. So the
-//    fragment's loss (but for its loss to multi-GPU jobs: the saved GPU is not beside the
-//    others) is forgiven in the proportion of such slices expected in the rest of
-//    the fill (free units times the slice's share of the workload's units) to the
-//    fragments there are plus those still to come (exact_credit, set by Refresh). The
-//    proportion falls as unfilled fragments pile up, and when the slices that open such
-//    fragments (3g beside 4g) are as common as the big slice itself. Without that, the
-//    measure opens fresh GPUs for fragments the workload will not fill.
+//  - Fragments for big slices. A slice of more than half a GPU (4g) never shares a GPU
+//    with another of its size. A fragment it fits, all but at most one unit (slots 0-3
+//    free, perhaps with the one-unit slots 6-7), is as good as a whole GPU to it, and each
+//    one it takes saves a whole GPU. So the loss such a fragment's big slice would remove
+//    is forgiven in a proportion (exact_credit, set by Refresh): the big slices expected
+//    in the rest of the fill (free units times their share of the workload's units),
+//    against the exact fragments there are plus those the slices taking the rest beside
+//    one (3g, 2g) may still open; times the share of the workload's units not asking for
+//    several GPUs on one node, which a GPU held for a fragment keeps waiting. The saved
+//    GPU turns up wherever the big slice would have gone, not beside other free GPUs, so
+//    the loss to multi-GPU jobs is never forgiven. The proportion falls as unfilled
+//    fragments pile up: without that, the measure opens fresh GPUs for fragments the
+//    workload will not fill.
 //  - A reserve for whole-node shapes: see NodeDelta.
 
 std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
@@ -416,13 +431,12 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
     for (int s = 1; s < 255; ++s) {
       if (ExactFit(t, q, s)) fragments += static_cast<int64_t>(pool.buckets[s].size());
     }
-    // The slices that fill the rest of a GPU beside q exactly (3g beside 4g) may each
-    // open such a fragment too.
+    // The slices that take the rest of a GPU beside q (3g and 2g beside 4g) may each open
+    // such a fragment too.
     int64_t openers = 0;
     for (size_t o = 0; o < pool.weights.slice.size() && static_cast<int>(o) < t.whole_profile; ++o) {
-      if (t.model->profiles[o].compute_units == kComputeUnitsPerGpu - t.model->profiles[q].compute_units) {
-        openers += pool.weights.slice[o];
-      }
+      const int u = t.model->profiles[o].compute_units;
+      if (u >= 2 && u <= kComputeUnitsPerGpu - t.model->profiles[q].compute_units) openers += pool.weights.slice[o];
     }
     // Slices of q expected in the rest of the fill, against the fragments there are, the
     // one a placement would make, and those the openers still to come may make.
@@ -430,6 +444,14 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
     const Wide room = static_cast<Wide>(pool.weighted_units) * (fragments + 1) +
                       static_cast<Wide>(pool.free_units) * openers;
     credits[q] = static_cast<int64_t>(std::min<Wide>(kCreditScale, expected / room));
+    // A fragment held for q keeps a GPU from jobs that need whole GPUs together on one
+    // node until q comes: the credit shrinks with their share of the workload's units.
+    int64_t multi_gpu_units = 0;
+    for (size_t n = 2; n < pool.weights.whole.size(); ++n) {
+      multi_gpu_units += pool.weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n);
+    }
+    credits[q] = static_cast<int64_t>(static_cast<Wide>(credits[q]) * (pool.weighted_units - multi_gpu_units) /
+                                      pool.weighted_units);
   }
   return credits;
 }
@@ -473,21 +495,22 @@ void CapacityIndex::Recompute(int pool_id) {
     }
     pool.a[s] = v;
   }
-  // Exact fragments of big slices: forgive the credited share of their loss.
-  std::array<int64_t, 256> forgiven{};
-  for (size_t q = 0; q < pool.exact_credit.size(); ++q) {
-    for (int s = 1; s < 255 && pool.exact_credit[q] > 0; ++s) {
-      if (ExactFit(t, q, s)) forgiven[s] = std::max(forgiven[s], pool.exact_credit[q]);
-    }
-  }
-  // The whole GPU a big slice saves by filling a fragment turns up wherever that slice
-  // would have gone, not beside other free GPUs: it serves single-GPU jobs. So the loss to
-  // jobs of N > 1 GPUs on one node is not forgiven.
+  // Fragments a big slice fills (all but at most one unit): forgive the credited share of
+  // the loss that slice would remove. The whole GPU it saves by filling one turns up
+  // wherever it would have gone, not beside other free GPUs: it serves single-GPU jobs.
+  // So the loss to jobs of N > 1 GPUs on one node is not forgiven.
   int64_t multi_gpu_weight = 0;
   for (size_t n = 2; n < weights.whole.size(); ++n) multi_gpu_weight += weights.whole[n];
-  for (int s = 1; s < 255; ++s) {
-    const int64_t forgivable = pool.a[s] - multi_gpu_weight * t.capacity[s];
-    pool.a[s] -= forgivable * forgiven[s] / kCreditScale;
+  const std::array<int64_t, 256> plain = pool.a;
+  auto forgivable = [&](int s) { return plain[s] - multi_gpu_weight * t.capacity[s]; };
+  for (size_t q = 0; q < pool.exact_credit.size(); ++q) {
+    if (pool.exact_credit[q] <= 0) continue;
+    for (int s = 1; s < 255; ++s) {
+      const int rest = BigSliceRemainder(t, q, s);
+      if (rest < 0) continue;
+      const int64_t removed = forgivable(s) - forgivable(rest);
+      if (removed > 0) pool.a[s] = std::min(pool.a[s], plain[s] - removed * pool.exact_credit[q] / kCreditScale);
+    }
   }
   pool.b.assign(static_cast<size_t>(pool.max_gpus) + 1, 0);
   for (int fw = 0; fw <= pool.max_gpus; ++fw) {

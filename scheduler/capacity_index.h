@@ -34,8 +34,7 @@ enum class PackPolicy {
   /// distribution (after "Beware of Fragmentation", ATC'23), extended to MIG placement
   /// tables and to node-level whole-GPU shapes, with best-fit tie breaks. It also charges
   /// capacity a placement destroys, credits fragments that big slices still to come will
-  /// fill exactly, and keeps whole nodes for the N-GPU jobs still to come (Recompute,
-  /// NodeDelta).
+  /// fill, and keeps whole nodes for the N-GPU jobs still to come (Recompute, NodeDelta).
   kFragmentationAware,
   /// Least free capacity that fits (GPU, then node).
   kBestFit,
@@ -137,8 +136,8 @@ class CapacityIndex {
 
   /// Sets the workload shape distribution the fragmentation measure uses for a pool.
   void SetShapeWeights(int pool, const ShapeWeights& weights);
-  /// Re-weighs, from the pool's free capacity now, how likely a fragment that exactly fits
-  /// one big slice (more than half a GPU, e.g. 4g of 7 units) is to be filled by one (see
+  /// Re-weighs, from the pool's free capacity now, how likely a fragment that one big slice
+  /// (more than half a GPU, e.g. 4g of 7 units) fits is to be filled by one (see
   /// Recompute). Picks use the figures of the last call: the caller calls it between
   /// batches of picks (the scheduler once a round), so a batch depends only on the state
   /// it started from.
@@ -259,8 +258,9 @@ class CapacityIndex {
     int64_t free_units = 0;      // offered free compute units of the pool's GPUs
     // Index N: whole N-GPU slots on the pool's nodes, the sum of floor(fw / N).
     std::vector<int64_t> whole_slots;
-    // Per profile: the share, in 1/kCreditScale, of an exact fragment's loss that is
-    // forgiven because a big slice of that profile is expected to fill it (Refresh).
+    // Per profile: the share, in 1/kCreditScale, of the loss a big slice of that profile
+    // would remove from a fragment it fits that is forgiven, because one is expected to
+    // fill it (Refresh).
     std::vector<int64_t> exact_credit;
     bool host_limited = false;  // some node of the pool has a known host size
     // Kept once host_limited: the live nodes with free GPU capacity (a demand none of them
