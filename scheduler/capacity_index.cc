@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "surplus/host_resources.h"
+#include "surplus/money.h"
 
 namespace surplus::scheduler {
 namespace {
@@ -17,8 +18,6 @@ constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
 constexpr int kHostScan = 16;
 // Exact-fit credits are kept in these parts of one.
 constexpr int64_t kCreditScale = 1024;
-// Products of free units, weights and counts, which may pass 2^63 at extreme weights.
-__extension__ typedef __int128 Wide;
 
 // The order classes of share units: spent (cannot feed one unit), less than one GPU's
 // share, less than eight GPUs', more. Monotone, so a bound's class bounds too. Coarse on
@@ -440,18 +439,14 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
     }
     // Slices of q expected in the rest of the fill, against the fragments there are, the
     // one a placement would make, and those the openers still to come may make.
-    const Wide expected = static_cast<Wide>(pool.free_units) * pool.weights.slice[q] * kCreditScale;
-    const Wide room = static_cast<Wide>(pool.weighted_units) * (fragments + 1) +
-                      static_cast<Wide>(pool.free_units) * openers;
-    credits[q] = static_cast<int64_t>(std::min<Wide>(kCreditScale, expected / room));
+    const Int128 expected = static_cast<Int128>(pool.free_units) * pool.weights.slice[q] * kCreditScale;
+    const Int128 room = static_cast<Int128>(pool.weighted_units) * (fragments + 1) +
+                        static_cast<Int128>(pool.free_units) * openers;
+    credits[q] = static_cast<int64_t>(std::min<Int128>(kCreditScale, expected / room));
     // A fragment held for q keeps a GPU from jobs that need whole GPUs together on one
     // node until q comes: the credit shrinks with their share of the workload's units.
-    int64_t multi_gpu_units = 0;
-    for (size_t n = 2; n < pool.weights.whole.size(); ++n) {
-      multi_gpu_units += pool.weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n);
-    }
-    credits[q] = static_cast<int64_t>(static_cast<Wide>(credits[q]) * (pool.weighted_units - multi_gpu_units) /
-                                      pool.weighted_units);
+    credits[q] = static_cast<int64_t>(static_cast<Int128>(credits[q]) *
+                                      (pool.weighted_units - pool.multi_gpu_units) / pool.weighted_units);
   }
   return credits;
 }
@@ -480,8 +475,11 @@ void CapacityIndex::Recompute(int pool_id) {
   for (size_t n = 1; n < weights.whole.size(); ++n) whole_total += weights.whole[n];
   pool.total_weight = whole_total;
   pool.weighted_units = 0;
+  pool.multi_gpu_units = 0;
   for (size_t n = 1; n < weights.whole.size(); ++n) {
-    pool.weighted_units += weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n);
+    const int64_t units = weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n);
+    pool.weighted_units += units;
+    if (n >= 2) pool.multi_gpu_units += units;
   }
   for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
     pool.total_weight += weights.slice[p];
@@ -571,8 +569,8 @@ int64_t CapacityIndex::NodeDelta(const Pool& pool, int fw, int take) const {
     const int k = static_cast<int>(n);
     const int64_t lost = fw / k - (fw - take) / k;
     if (whole[n] <= 0 || lost <= 0) continue;
-    const Wide left = static_cast<Wide>(pool.whole_slots[n] - lost) * pool.weighted_units;
-    if (left < static_cast<Wide>(pool.free_units) * whole[n]) {
+    const Int128 left = static_cast<Int128>(pool.whole_slots[n] - lost) * pool.weighted_units;
+    if (left < static_cast<Int128>(pool.free_units) * whole[n]) {
       delta += lost * kComputeUnitsPerGpu * k * pool.total_weight;
     }
   }

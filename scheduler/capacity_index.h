@@ -255,6 +255,7 @@ class CapacityIndex {
     ShapeWeights weights;
     int64_t total_weight = 0;  // sum of the weights (scale of the strand term)
     int64_t weighted_units = 0;  // sum over shapes of weight x compute units
+    int64_t multi_gpu_units = 0;  // the part of it from shapes of N > 1 GPUs on one node
     int64_t free_units = 0;      // offered free compute units of the pool's GPUs
     // Index N: whole N-GPU slots on the pool's nodes, the sum of floor(fw / N).
     std::vector<int64_t> whole_slots;
