@@ -84,6 +84,11 @@ const SliceProfile* GpuModel::FindProfile(absl::string_view profile_name) const 
   return nullptr;
 }
 
+int PlacementUnitsPerGpu(const GpuModel* model, absl::string_view profile) {
+  const SliceProfile* p = model != nullptr ? model->FindProfile(profile) : nullptr;
+  return p != nullptr ? p->compute_units : kComputeUnitsPerGpu;
+}
+
 const std::vector<GpuModel>& GpuModels() {
   static const std::vector<GpuModel>* models = new std::vector<GpuModel>(BuildModels());
   return *models;

@@ -60,6 +60,10 @@ const GpuModel* FindGpuModel(absl::string_view name);
 const SliceProfile* AddMigInstance(const GpuModel& model, absl::string_view profile, int start,
                                    uint8_t* taken, std::string* why);
 
+/// Compute units a placement holds on each of its GPUs: those of slice `profile` of
+/// `model`, else a whole GPU's (no or an unknown profile: whole GPUs; null model too).
+int PlacementUnitsPerGpu(const GpuModel* model, absl::string_view profile);
+
 /// True when some known model has a profile with this name.
 bool IsKnownSliceProfile(absl::string_view profile_name);
 

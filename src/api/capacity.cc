@@ -51,8 +51,7 @@ absl::StatusOr<CapacityView> LoadCapacity(const ApiContext& ctx, int64_t now_ms)
     pool.set_jobs_running(pool.jobs_running() + 1);
     const GpuModel* gm = FindGpuModel(model);
     for (const auto& pl : j.placements) {
-      const SliceProfile* sp = gm ? gm->FindProfile(pl.slice_profile) : nullptr;
-      const int64_t units = sp ? sp->compute_units : kComputeUnitsPerGpu;
+      const int64_t units = PlacementUnitsPerGpu(gm, pl.slice_profile);
       pool.set_units_sold(pool.units_sold() + units * static_cast<int64_t>(pl.gpu_indices.size()));
     }
   }

@@ -263,8 +263,7 @@ absl::StatusOr<std::vector<v1::Node>> PgNodeStore::ListNodes(const HarvestConfig
       if (it == held_on.end()) continue;
       const GpuModel* model = FindGpuModel(n.gpu_model());
       for (const Held& h : it->second) {
-        const SliceProfile* p = model != nullptr ? model->FindProfile(h.slice_profile) : nullptr;
-        const int64_t units = int64_t{p != nullptr ? p->compute_units : kComputeUnitsPerGpu} * h.gpus;
+        const int64_t units = int64_t{PlacementUnitsPerGpu(model, h.slice_profile)} * h.gpus;
         n.set_cpu_millis_used(n.cpu_millis_used() + HostCharge(h.cpu_millis, n.cpu_millis(), units, n.gpus_size()));
         n.set_memory_mib_used(n.memory_mib_used() + HostCharge(h.memory_mib, n.memory_mib(), units, n.gpus_size()));
       }

@@ -58,6 +58,15 @@ TEST(GpuModels, GpuMillisecondsScalesByComputeUnits) {
   EXPECT_EQ(GpuMilliseconds(10, 3, 1), 4);  // 30/7 = 4.28 truncated
 }
 
+TEST(GpuModels, PlacementUnitsAreTheSlicesElseAWholeGpu) {
+  const GpuModel* h100 = FindGpuModel("H100-80GB");
+  EXPECT_EQ(PlacementUnitsPerGpu(h100, "3g.40gb"), 3);
+  EXPECT_EQ(PlacementUnitsPerGpu(h100, "7g.80gb"), 7);
+  EXPECT_EQ(PlacementUnitsPerGpu(h100, ""), 7);            // whole GPUs name no profile
+  EXPECT_EQ(PlacementUnitsPerGpu(h100, "3g.71gb"), 7);     // not an H100 profile
+  EXPECT_EQ(PlacementUnitsPerGpu(nullptr, "3g.40gb"), 7);  // unknown model
+}
+
 TEST(HostCharge, IsWhatWasAskedElseTheGpuShare) {
   EXPECT_EQ(HostCharge(3'000, 96'000, 7, 8), 3'000);    // asked: that
   EXPECT_EQ(HostCharge(0, 96'000, 7, 8), 12'000);       // a whole GPU of 8: 1/8
