@@ -166,24 +166,23 @@ HttpServer::HttpServer(api::ApiContext& ctx, const LoopStats& stats)
     if (nodes.ok()) {
       std::map<std::string, v1::PoolCapacity> host;
       for (const v1::Node& n : *nodes) api::AddNodeHost(n, &host[n.gpu_model()]);
-      absl::StrAppend(&out,
-                      "# HELP surplus_host_cpu_millis Host CPU of the pool's nodes, millicores: offered to jobs"
-                      " (nodes of unknown size count 0) and held by running jobs.\n"
-                      "# TYPE surplus_host_cpu_millis gauge\n");
-      for (const auto& [model, p] : host) {
-        absl::StrAppend(&out, "surplus_host_cpu_millis{gpu_model=\"", model, "\",state=\"offered\"} ",
-                        p.cpu_millis_total(), "\n", "surplus_host_cpu_millis{gpu_model=\"", model,
-                        "\",state=\"held\"} ", p.cpu_millis_used(), "\n");
-      }
-      absl::StrAppend(&out,
-                      "# HELP surplus_host_memory_mib Host memory of the pool's nodes, MiB: offered to jobs"
-                      " (nodes of unknown size count 0) and held by running jobs.\n"
-                      "# TYPE surplus_host_memory_mib gauge\n");
-      for (const auto& [model, p] : host) {
-        absl::StrAppend(&out, "surplus_host_memory_mib{gpu_model=\"", model, "\",state=\"offered\"} ",
-                        p.memory_mib_total(), "\n", "surplus_host_memory_mib{gpu_model=\"", model,
-                        "\",state=\"held\"} ", p.memory_mib_used(), "\n");
-      }
+      // One gauge family per resource: offered and held, per GPU model.
+      auto family = [&](const char* name, const char* what, auto offered, auto held) {
+        absl::StrAppend(&out, "# HELP ", name, " Host ", what,
+                        " of the pool's nodes: offered to jobs (nodes of unknown size count 0) and held by"
+                        " running jobs.\n# TYPE ",
+                        name, " gauge\n");
+        for (const auto& [model, p] : host) {
+          absl::StrAppend(&out, name, "{gpu_model=\"", model, "\",state=\"offered\"} ", offered(p), "\n", name,
+                          "{gpu_model=\"", model, "\",state=\"held\"} ", held(p), "\n");
+        }
+      };
+      family("surplus_host_cpu_millis", "CPU, millicores,",
+             [](const v1::PoolCapacity& p) { return p.cpu_millis_total(); },
+             [](const v1::PoolCapacity& p) { return p.cpu_millis_used(); });
+      family("surplus_host_memory_mib", "memory, MiB,",
+             [](const v1::PoolCapacity& p) { return p.memory_mib_total(); },
+             [](const v1::PoolCapacity& p) { return p.memory_mib_used(); });
     }
     res.set_content(out, "text/plain; version=0.0.4");
   });
