@@ -543,15 +543,26 @@ TEST(IncrementalScheduler, ReportsOnlyChangesBetweenRounds) {
   EXPECT_EQ(FindAssignment(d3, "b")->price, 1 * kDollar);
 }
 
+// One H100 pool of nodes with these GPU counts, every GPU usable.
+int H100Pool(CapacityIndex* index, const std::vector<int>& node_gpus) {
+  const int pool = index->AddPool(FindGpuModel("H100-80GB"));
+  for (int gpus : node_gpus) {
+    const int node = index->AddNode(pool, -1, gpus);
+    for (int g = 0; g < gpus; ++g) index->SetUsable(index->NodeFirstGpu(node) + g, true);
+  }
+  return pool;
+}
+
+// H100 profile indices (FindGpuModel("H100-80GB") order).
+constexpr int k3g = 3, k4g = 4;
+
 TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
   // Two empty H100s; arrivals 1g, 1g, 4g, 4g. First fit stacks both 1g on GPU 0 at slots
   // 0 and 1, which blocks a 4g there (4g only starts at 0): the second 4g fails. Keeping
   // small slices away from the 4g placement fits all four.
   for (PackPolicy policy : {PackPolicy::kFirstFit, PackPolicy::kFragmentationAware}) {
     CapacityIndex index(policy);
-    const int pool = index.AddPool(FindGpuModel("H100-80GB"));
-    const int node = index.AddNode(pool, -1, 2);
-    for (int g = 0; g < 2; ++g) index.SetUsable(index.NodeFirstGpu(node) + g, true);
+    const int pool = H100Pool(&index, {2});
     ShapeWeights w;
     w.slice = {1, 0, 0, 0, 1, 0};  // 1g.10gb and 4g.40gb equally common
     w.whole = {0, 0};
@@ -567,19 +578,6 @@ TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
     EXPECT_EQ(placed, policy == PackPolicy::kFirstFit ? 3 : 4);
   }
 }
-
-// One H100 pool of nodes with these GPU counts, every GPU usable.
-int H100Pool(CapacityIndex* index, const std::vector<int>& node_gpus) {
-  const int pool = index->AddPool(FindGpuModel("H100-80GB"));
-  for (int gpus : node_gpus) {
-    const int node = index->AddNode(pool, -1, gpus);
-    for (int g = 0; g < gpus; ++g) index->SetUsable(index->NodeFirstGpu(node) + g, true);
-  }
-  return pool;
-}
-
-// H100 profile indices (FindGpuModel("H100-80GB") order).
-constexpr int k2g = 2, k3g = 3, k4g = 4;
 
 TEST(CapacityIndex, SlicesDoNotDestroyCapacity) {
   // One node, two H100s: GPU 0 runs a 3g at slots 4-7 (slots 0-3 free, 4 units), GPU 1 a
@@ -782,11 +780,10 @@ TEST(CapacityIndex, FragmentationAwareKeepsCpuNextToGpus) {
   // stranded GPU capacity sends both heavy jobs to "rich" and all four fit.
   for (PackPolicy policy : {PackPolicy::kBestFit, PackPolicy::kFragmentationAware}) {
     CapacityIndex index(policy);
-    const int pool = index.AddPool(FindGpuModel("H100-80GB"));
-    const int lean = index.AddNode(pool, -1, 2), rich = index.AddNode(pool, -1, 2);
+    const int pool = H100Pool(&index, {2, 2});
+    const int lean = 0, rich = 1;
     index.SetNodeHost(lean, 8'000, 0);
     index.SetNodeHost(rich, 24'000, 0);
-    for (int g = 0; g < 4; ++g) index.SetUsable(g, true);
     ShapeWeights w;
     w.slice.assign(6, 0);
     w.whole = {0, 1, 0};
