@@ -554,7 +554,7 @@ int H100Pool(CapacityIndex* index, const std::vector<int>& node_gpus) {
 }
 
 // H100 profile indices (FindGpuModel("H100-80GB") order).
-constexpr int k3g = 3, k4g = 4;
+constexpr int k2g = 2, k3g = 3, k4g = 4;
 
 TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
   // Two empty H100s; arrivals 1g, 1g, 4g, 4g. First fit stacks both 1g on GPU 0 at slots
@@ -640,6 +640,43 @@ TEST(CapacityIndex, FragmentsAreLeftForBigSlicesOnlyWhenTheWorkloadHasThem) {
     } else {
       EXPECT_EQ(pick->gpu, 0);
       EXPECT_EQ(pick->start, 0);
+      EXPECT_EQ(index.FullFreeGpus(0), 1);
+    }
+  }
+}
+
+TEST(CapacityIndex, AFragmentABigSliceFillsButForOneUnitCountsAsOne) {
+  // One node, two H100s: GPU 0 runs a 2g at slots 4-5, so slots 0-3 and the one-unit
+  // slot 6 are free: a 4g fills that all but one unit. A second 2g arrives. At slot 4 of
+  // GPU 1 it leaves the same fragment there, and two 4g jobs then fit. At slot 0 or 2 of
+  // GPU 0 it keeps GPU 1 whole and only one 4g fits. With 4g jobs common, the fragment on
+  // GPU 0 is kept for them; without 4g jobs, the 2g pairs up on GPU 0 and GPU 1 stays
+  // whole. (Counting only fragments a 4g fills exactly, GPU 0 would be taken either way.)
+  for (const int64_t big_jobs : {30, 0}) {
+    SCOPED_TRACE(absl::StrCat("4g weight ", big_jobs));
+    CapacityIndex index;
+    const int pool = H100Pool(&index, {2});
+    const GpuModel& h100 = index.Model(pool);
+    index.SetUsed(0, h100.profiles[k2g].MaskAt(4));
+    ShapeWeights w;
+    w.slice = {0, 0, 5, 0, big_jobs, 0};
+    w.whole = {0, 20};
+    index.SetShapeWeights(pool, w);
+    index.Refresh(pool);
+    auto pick = index.PickSlice(pool, k2g);
+    ASSERT_TRUE(pick.has_value());
+    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k2g].MaskAt(pick->start));
+    if (big_jobs > 0) {
+      EXPECT_EQ(pick->gpu, 1);
+      EXPECT_EQ(pick->start, 4);
+      for (int i = 0; i < 2; ++i) {
+        index.Refresh(pool);
+        auto big = index.PickSlice(pool, k4g);
+        ASSERT_TRUE(big.has_value()) << "4g number " << i + 1;
+        index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+      }
+    } else {
+      EXPECT_EQ(pick->gpu, 0);
       EXPECT_EQ(index.FullFreeGpus(0), 1);
     }
   }
