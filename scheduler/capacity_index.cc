@@ -16,8 +16,18 @@ constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
 // With host resources modelled, a pick weighs the stranding of each candidate node; it
 // examines at most this many fitting candidates per free-mask class, best first.
 constexpr int kHostScan = 16;
-// Exact-fit credits are kept in these parts of one.
+// Exact-fit credits and whole-slot values are kept in these parts of one.
 constexpr int64_t kCreditScale = 1024;
+// The least share of its popularity a whole N-GPU slot keeps however many there are:
+// slots are not interchangeable (a node's CPU and memory, its fabric), so their count
+// overstates what the N-GPU jobs can use. Measured on the trace's lists (pack bench):
+// from 96/1024 to 256/1024 every list gives the same figures; at 80/1024 gpushare40 loses
+// 1.6 points, at 64/1024 the default list's host-heavy 8-GPU pod loses the few nodes it
+// fits (first failure at 84 %); at 384/1024 multigpu30 gives 0.4 points of its gain back,
+// at 512/1024 all of it.
+constexpr int64_t kMinWholeValue = kCreditScale / 5;
+// Whole-slot values move in steps of this, so the tables are not rebuilt every round.
+constexpr int64_t kWholeValueStep = kCreditScale / 32;
 
 // The order classes of share units: spent (cannot feed one unit), less than one GPU's
 // share, less than eight GPUs', more. Monotone, so a bound's class bounds too. Coarse on
@@ -399,7 +409,7 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
 //   a[s]  = sum_p w_p (capacity[s] - u_p fit_p[s]) + W_whole capacity[s]
 //   b[fw] = - sum_N w_N 7 N floor(fw / N)
 // which lets a placement's effect be priced from the GPU's mask and the node's fw alone.
-// That measure weighs only the next arrival. Three refinements weigh the rest of the fill:
+// That measure weighs only the next arrival. Four refinements weigh the rest of the fill:
 //  - Destroyed capacity. A placement can leave free units that no slice can use (a 3g at
 //    slots 0-3 of a GPU whose slots 4-7 are taken leaves a compute unit without a memory
 //    slot): capacity[s] - capacity[rest] - u_p > 0. Those units drop out of F, so the plain
@@ -412,13 +422,23 @@ void CapacityIndex::SetNodeFw(int node, int fw) {
 //    is forgiven in a proportion (exact_credit, set by Refresh): the big slices expected
 //    in the rest of the fill (free units times their share of the workload's units),
 //    against the exact fragments there are plus those the slices taking the rest beside
-//    one (3g, 2g) may still open; times the share of the workload's units not asking for
-//    several GPUs on one node, which a GPU held for a fragment keeps waiting. The saved
-//    GPU turns up wherever the big slice would have gone, not beside other free GPUs, so
-//    the loss to multi-GPU jobs is never forgiven. The proportion falls as unfilled
-//    fragments pile up: without that, the measure opens fresh GPUs for fragments the
-//    workload will not fill.
-//  - A reserve for whole-node shapes: see NodeDelta.
+//    one (3g, 2g) may still open. A GPU held for a fragment keeps jobs that ask for
+//    several GPUs on one node waiting while they are short of fully free GPUs, so the
+//    proportion shrinks with their share of the workload's units times that shortage
+//    (their expected demand in the rest of the fill against the fully free GPUs). The
+//    saved GPU turns up wherever the big slice would have gone, not beside other free
+//    GPUs, so the loss to multi-GPU jobs is never forgiven. The proportion falls as
+//    unfilled fragments pile up: without that, the measure opens fresh GPUs for
+//    fragments the workload will not fill.
+//  - Abundant whole slots (whole_value, set by Refresh). Breaking a whole N-GPU slot
+//    costs the N-GPU jobs nothing while more such slots are left than those jobs expected
+//    in the rest of the fill. Charging it at the shape's full popularity made a 3g pair
+//    up beside another 3g (destroying a unit and taking a 4g's fragment) rather than open
+//    a GPU of a whole 8-GPU node early in the fill, when hundreds were left; the 4g slices
+//    then opened GPUs of their own whose beside-units stayed empty, and the last 8-GPU
+//    pod found no node. So the shape's weight in F is scaled by expected jobs / slots
+//    (at most one, at least kMinWholeValue).
+//  - A reserve for whole-node shapes, for when they run short: see NodeDelta.
 
 std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
   const MaskTable& t = *pool.table;
@@ -444,18 +464,42 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
                         static_cast<Int128>(pool.free_units) * openers;
     credits[q] = static_cast<int64_t>(std::min<Int128>(kCreditScale, expected / room));
     // A fragment held for q keeps a GPU from jobs that need whole GPUs together on one
-    // node until q comes: the credit shrinks with their share of the workload's units.
-    credits[q] = static_cast<int64_t>(static_cast<Int128>(credits[q]) *
-                                      (pool.weighted_units - pool.multi_gpu_units) / pool.weighted_units);
+    // node until q comes. That costs them only while they are short of whole GPUs: the
+    // credit shrinks with their share of the workload's units times the share of the
+    // pool's fully free GPUs their expected demand in the rest of the fill would take.
+    const Int128 whole_free = static_cast<Int128>(pool.whole_slots.size() > 1 ? pool.whole_slots[1] : 0) *
+                              kComputeUnitsPerGpu * pool.weighted_units;
+    const Int128 multi_demand = static_cast<Int128>(pool.free_units) * pool.multi_gpu_units * kCreditScale;
+    const Int128 pressure = whole_free > 0 ? std::min<Int128>(kCreditScale, multi_demand / whole_free)
+                                           : (pool.multi_gpu_units > 0 ? kCreditScale : 0);
+    const Int128 kept = kCreditScale * static_cast<Int128>(pool.weighted_units) - pool.multi_gpu_units * pressure;
+    credits[q] = static_cast<int64_t>(credits[q] * kept / (static_cast<Int128>(pool.weighted_units) * kCreditScale));
   }
   return credits;
+}
+
+std::vector<int64_t> CapacityIndex::WholeSlotValues(const Pool& pool) const {
+  const std::vector<int64_t>& whole = pool.weights.whole;
+  std::vector<int64_t> values(whole.size(), kCreditScale);
+  if (policy_ != PackPolicy::kFragmentationAware || pool.weighted_units <= 0) return values;
+  for (size_t n = 2; n < whole.size() && n < pool.whole_slots.size(); ++n) {
+    if (whole[n] <= 0 || pool.whole_slots[n] <= 0) continue;
+    // N-GPU jobs expected in the rest of the fill, against the whole N-GPU slots there are.
+    const Int128 expected = static_cast<Int128>(pool.free_units) * whole[n] * kCreditScale;
+    const Int128 slots = static_cast<Int128>(pool.whole_slots[n]) * pool.weighted_units;
+    const int64_t value = static_cast<int64_t>(std::min<Int128>(kCreditScale, expected / slots));
+    values[n] = std::max(kMinWholeValue, value / kWholeValueStep * kWholeValueStep);
+  }
+  return values;
 }
 
 void CapacityIndex::Refresh(int pool_id) {
   Pool& pool = pools_[pool_id];
   std::vector<int64_t> credits = ExactFitCredits(pool);
-  if (credits == pool.exact_credit) return;
+  std::vector<int64_t> values = WholeSlotValues(pool);
+  if (credits == pool.exact_credit && values == pool.whole_value) return;
   pool.exact_credit = std::move(credits);
+  pool.whole_value = std::move(values);
   Recompute(pool_id);
 }
 
@@ -474,6 +518,15 @@ void CapacityIndex::Recompute(int pool_id) {
   int64_t whole_total = 0;
   for (size_t n = 1; n < weights.whole.size(); ++n) whole_total += weights.whole[n];
   pool.total_weight = whole_total;
+  // The whole shapes' weights as the measure sees them (WholeSlotValues); the strand term,
+  // the destroyed-capacity charge, the credits and the reserve keep the plain ones.
+  std::vector<int64_t> whole_w(weights.whole.size(), 0);
+  int64_t whole_w_total = 0;
+  for (size_t n = 1; n < weights.whole.size(); ++n) {
+    const int64_t value = n < pool.whole_value.size() ? pool.whole_value[n] : kCreditScale;
+    whole_w[n] = weights.whole[n] * value / kCreditScale;
+    whole_w_total += whole_w[n];
+  }
   pool.weighted_units = 0;
   pool.multi_gpu_units = 0;
   for (size_t n = 1; n < weights.whole.size(); ++n) {
@@ -486,7 +539,7 @@ void CapacityIndex::Recompute(int pool_id) {
     pool.weighted_units += weights.slice[p] * model.profiles[p].compute_units;
   }
   for (int s = 0; s < 256; ++s) {
-    int64_t v = whole_total * t.capacity[s];
+    int64_t v = whole_w_total * t.capacity[s];
     for (size_t p = 0; p < weights.slice.size() && static_cast<int>(p) < t.whole_profile; ++p) {
       v += weights.slice[p] *
            (t.capacity[s] - int64_t{model.profiles[p].compute_units} * t.fit_count[p][s]);
@@ -498,7 +551,7 @@ void CapacityIndex::Recompute(int pool_id) {
   // wherever it would have gone, not beside other free GPUs: it serves single-GPU jobs.
   // So the loss to jobs of N > 1 GPUs on one node is not forgiven.
   int64_t multi_gpu_weight = 0;
-  for (size_t n = 2; n < weights.whole.size(); ++n) multi_gpu_weight += weights.whole[n];
+  for (size_t n = 2; n < weights.whole.size(); ++n) multi_gpu_weight += whole_w[n];
   const std::array<int64_t, 256> plain = pool.a;
   auto forgivable = [&](int s) { return plain[s] - multi_gpu_weight * t.capacity[s]; };
   for (size_t q = 0; q < pool.exact_credit.size(); ++q) {
@@ -514,7 +567,7 @@ void CapacityIndex::Recompute(int pool_id) {
   for (int fw = 0; fw <= pool.max_gpus; ++fw) {
     int64_t v = 0;
     for (size_t n = 1; n < weights.whole.size(); ++n) {
-      v -= weights.whole[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n) * (fw / static_cast<int>(n));
+      v -= whole_w[n] * kComputeUnitsPerGpu * static_cast<int64_t>(n) * (fw / static_cast<int>(n));
     }
     pool.b[fw] = v;
   }

@@ -263,6 +263,10 @@ class CapacityIndex {
     // would remove from a fragment it fits that is forgiven, because one is expected to
     // fill it (Refresh).
     std::vector<int64_t> exact_credit;
+    // Index N: the share, in 1/kCreditScale, of its popularity that the measure gives the
+    // shape of N GPUs on one node: below one while its whole slots outnumber the N-GPU
+    // jobs expected in the rest of the fill (Refresh).
+    std::vector<int64_t> whole_value;
     bool host_limited = false;  // some node of the pool has a known host size
     // Kept once host_limited: the live nodes with free GPU capacity (a demand none of them
     // can take fails at once).
@@ -284,6 +288,7 @@ class CapacityIndex {
   int64_t NodeDelta(const Pool& pool, int fw, int take) const;
   /// The exact-fit credits Refresh would set now.
   std::vector<int64_t> ExactFitCredits(const Pool& pool) const;
+  std::vector<int64_t> WholeSlotValues(const Pool& pool) const;
   std::optional<int> BestFullFreeNode(const Pool& pool, const std::vector<EntrySet>& fw_nodes,
                                       int take, int units, int64_t* delta, const HostDemand& host) const;
   /// Units of the node's free GPU capacity its free CPU and memory cannot feed at the

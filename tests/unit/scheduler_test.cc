@@ -682,6 +682,51 @@ TEST(CapacityIndex, AFragmentABigSliceFillsButForOneUnitCountsAsOne) {
   }
 }
 
+TEST(CapacityIndex, WholeNodesThatAreNotScarceDoNotCostSlicesTheirFragments) {
+  // A one-GPU node whose GPU runs a 3g at slots 4-7 (slots 0-3 free, exactly a 4g), and
+  // four free 8-GPU nodes. A second 3g arrives, then two 4g. Beside the first 3g it
+  // destroys a compute unit and takes the first 4g's place, and each 4g then opens a GPU
+  // of its own: three GPUs. On a GPU of a whole node, at slot 4, it leaves a 4g fragment
+  // there too: two GPUs, filled exactly. With 5 of 85 jobs asking for 8 GPUs, four whole
+  // nodes are more than they will need, and breaking one costs them nothing. When most of
+  // the work is 8-GPU jobs, a whole node is worth keeping and the 3g pairs up. (Without
+  // the whole slots' abundance weighed, or with the 4g credit cut by the 8-GPU jobs'
+  // share alone, the 3g pairs up in both cases.)
+  for (const int64_t eight_gpu_jobs : {5, 40}) {
+    SCOPED_TRACE(absl::StrCat("8-GPU weight ", eight_gpu_jobs));
+    CapacityIndex index;
+    const int pool = H100Pool(&index, {1, 8, 8, 8, 8});
+    const GpuModel& h100 = index.Model(pool);
+    index.SetUsed(0, h100.profiles[k3g].MaskAt(4));
+    ShapeWeights w;
+    w.slice = {0, 0, 0, 10, 30, 0};
+    w.whole = {0, 40, 0, 0, 0, 0, 0, 0, eight_gpu_jobs};
+    index.SetShapeWeights(pool, w);
+    index.Refresh(pool);
+    auto pick = index.PickSlice(pool, k3g);
+    ASSERT_TRUE(pick.has_value());
+    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k3g].MaskAt(pick->start));
+    if (eight_gpu_jobs > 5) {
+      EXPECT_EQ(pick->gpu, 0);
+      EXPECT_EQ(pick->start, 0);
+      continue;
+    }
+    EXPECT_NE(pick->gpu, 0);
+    EXPECT_EQ(pick->start, 4);
+    for (int i = 0; i < 2; ++i) {
+      index.Refresh(pool);
+      auto big = index.PickSlice(pool, k4g);
+      ASSERT_TRUE(big.has_value());
+      index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+    }
+    int full_free = 0;
+    for (int node = 0; node < index.node_count(); ++node) full_free += index.FullFreeGpus(node);
+    EXPECT_EQ(full_free, 31);
+    EXPECT_EQ(index.FreeMask(0), 0);
+    EXPECT_EQ(index.FreeMask(pick->gpu), 0);
+  }
+}
+
 TEST(CapacityIndex, SmallJobsLeaveTheLastWholeNodeForTheBigJobsToCome) {
   // Two 8-GPU nodes with 800 GiB of memory: "busy" has 6 GPUs and 700 GiB taken, "empty"
   // nothing. A 1-GPU job asks for 95 GiB; the workload asks 10 GiB per compute unit. On
