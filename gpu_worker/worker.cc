@@ -423,7 +423,10 @@ struct Worker::Impl {
   JobUser job_user;
   int node_cpus = 1;
   int64_t node_memory_bytes = 0;
-  std::vector<GpuTelemetry> gpus;  // from Discover
+  // From Discover. Their MIG mode and instances are as last registered: the connection
+  // thread updates them when telemetry shows that an operator changed the geometry.
+  std::vector<GpuTelemetry> gpus;
+  bool register_again = false;  // connection thread only: the registered geometry is stale
   std::string finished_path;
   std::string running_dir;
   std::string jobs_dir;
@@ -616,9 +619,36 @@ struct Worker::Impl {
 
   // ---- telemetry -------------------------------------------------------------------
 
+  // An operator may change a GPU's MIG mode or instances while the worker runs (the
+  // worker itself never does). The scheduler must then offer the instances that exist: a
+  // sample whose geometry differs from the registered one makes the worker register again.
+  // An unhealthy GPU's sample is not trusted for it (a lost GPU answers no MIG query).
+  void NoteMigGeometry(const std::vector<GpuTelemetry>& sample) {
+    auto same = [](const MigInstance& a, const MigInstance& b) {
+      return a.uuid == b.uuid && a.profile == b.profile && a.slot_start == b.slot_start;
+    };
+    for (const GpuTelemetry& now : sample) {
+      if (!now.healthy || now.index < 0 || now.index >= static_cast<int>(gpus.size())) continue;
+      GpuTelemetry& was = gpus[now.index];
+      if (was.mig_enabled == now.mig_enabled &&
+          std::equal(was.mig_instances.begin(), was.mig_instances.end(), now.mig_instances.begin(),
+                     now.mig_instances.end(), same)) {
+        continue;
+      }
+      std::vector<std::string> slices;
+      for (const MigInstance& m : now.mig_instances) slices.push_back(absl::StrCat(m.profile, "@", m.slot_start));
+      spdlog::info("GPU {}: MIG geometry changed to {}; registering it", now.index,
+                   now.mig_enabled ? absl::StrCat("[", absl::StrJoin(slices, ", "), "]") : "MIG off");
+      was.mig_enabled = now.mig_enabled;
+      was.mig_instances = now.mig_instances;
+      register_again = true;
+    }
+  }
+
   v1::WorkerMessage BuildTelemetry() {
     absl::StatusOr<std::vector<GpuTelemetry>> sample = backend->Sample();
     if (!sample.ok()) spdlog::warn("telemetry: {}", sample.status().ToString());
+    if (sample.ok()) NoteMigGeometry(*sample);
     v1::WorkerMessage m;
     m.set_node(options.node);
     v1::Telemetry* t = m.mutable_telemetry();
@@ -1193,12 +1223,13 @@ struct Worker::Impl {
       return false;
     }
     *heartbeat_ms = resp.heartbeat_interval_ms();
+    register_again = false;
     return true;
   }
 
   // Writes the outbox and telemetry until the stream breaks or the worker exits.
   void WriteLoop(grpc::ClientReaderWriter<v1::WorkerMessage, v1::ControlMessage>& stream,
-                 uint64_t gen, int64_t telemetry_ms) {
+                 v1::WorkerService::Stub& stub, uint64_t gen, int64_t telemetry_ms) {
     auto next_telemetry = std::chrono::steady_clock::now();
     for (;;) {
       std::optional<Outgoing> item;
@@ -1215,6 +1246,10 @@ struct Worker::Impl {
       if (std::chrono::steady_clock::now() >= next_telemetry) {
         if (!stream.Write(BuildTelemetry())) return;
         next_telemetry = std::chrono::steady_clock::now() + std::chrono::milliseconds(telemetry_ms);
+        // A new MIG geometry: registering it again (the stream stays open) makes the
+        // scheduler rebuild the node; a failure is retried at the next sample.
+        int64_t heartbeat_ms = 0;
+        if (register_again && Register(stub, false, &heartbeat_ms)) spdlog::info("registered the new MIG geometry");
       }
       if (item) {
         if (!stream.Write(item->msg)) return;
@@ -1283,7 +1318,7 @@ struct Worker::Impl {
         read_done = true;
         outbox_cv.notify_all();
       });
-      WriteLoop(*stream, gen, telemetry_ms);
+      WriteLoop(*stream, *stub, gen, telemetry_ms);
       ctx.TryCancel();
       reader.join();
       grpc::Status status = stream->Finish();

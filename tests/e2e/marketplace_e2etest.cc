@@ -638,7 +638,7 @@ TEST_F(E2e, CudaBackendOnFakeNvmlHarvestsAndStopsOnXid) {
 
 // A node whose GPU 0 the operator put in MIG mode: the scheduler gives out exactly its
 // instances (the job sees only its instance), never that GPU whole, and nothing the
-// geometry lacks.
+// geometry lacks; when the operator changes the geometry, what is given out follows.
 TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
 #ifndef SURPLUS_FAKE_NVML_PATH
   GTEST_SKIP() << "surplus-worker was built without the CUDA backend (no CUDA toolkit)";
@@ -680,7 +680,31 @@ TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
   EXPECT_EQ(Get(whole2).state(), v1::JOB_STATE_PENDING) << Get(whole2).reason();
   EXPECT_EQ(Get(four).state(), v1::JOB_STATE_PENDING) << Get(four).reason();
   EXPECT_EQ(Get(four).reason(), "no 4g.40gb placement free") << Get(four).reason();
-  for (const auto& id : {whole, three}) ASSERT_TRUE(Cancel(id).ok());
+
+  // The operator replaces the 2g.20gb at slot 0 by a 4g.40gb while the worker runs (the
+  // 3g.40gb with its job stays). The worker sees it in telemetry and registers the new
+  // geometry; the scheduler then gives the new instance to the waiting 4g.40gb job, and
+  // the running job keeps its instance.
+  WriteFile(state + ".tmp", R"({"gpus": [
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000000",
+     "mig_mode": true, "mig": [
+       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000004", "profile": "3g.40gb", "gi_id": 2, "start": 4, "size": 4},
+       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-0000000000f0", "profile": "4g.40gb", "gi_id": 5, "start": 0, "size": 4}]},
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000001"}]})");
+  std::filesystem::rename(state + ".tmp", state);
+  ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT mig_slices FROM gpus WHERE node = 'node-m' AND idx = 0") ==
+                                   "4g.40gb@0,3g.40gb@4"; }, 15000))
+      << stack_->Sql("SELECT mig_slices FROM gpus WHERE node = 'node-m' AND idx = 0");
+  ASSERT_TRUE(WaitState(four, v1::JOB_STATE_RUNNING, 15000)) << Get(four).reason();
+  EXPECT_EQ(Get(four).placements(0).gpu_indices(0), 0);
+  EXPECT_EQ(Get(four).placements(0).slot_start(), 0);
+  EXPECT_TRUE(WaitFor([&] { return Log(four).data().find("visible=MIG-aaaaaaaa-0000-4000-8000-0000000000f0\n") !=
+                                   std::string::npos; }, 10000))
+      << Log(four).data();
+  EXPECT_EQ(Get(three).state(), v1::JOB_STATE_RUNNING) << Get(three).reason();
+  EXPECT_EQ(Get(three).attempt(), 1);
+  EXPECT_EQ(Get(whole2).state(), v1::JOB_STATE_PENDING) << Get(whole2).reason();
+  for (const auto& id : {whole, three, four}) ASSERT_TRUE(Cancel(id).ok());
 #endif
 }
 
