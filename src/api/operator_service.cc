@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -149,14 +150,19 @@ grpc::ServerUnaryReactor* OperatorServiceImpl::ReclaimCapacity(grpc::CallbackSer
     auto p = ctx_.auth->Authorize(*c, kOperator);
     if (!p.ok()) return p.status();
     if (req->node().empty() || req->node().size() > 253) return absl::InvalidArgumentError("node: required");
+    if (req->action() != v1::RECLAIM_ACTION_RECLAIM && req->action() != v1::RECLAIM_ACTION_RELEASE) {
+      return absl::InvalidArgumentError(
+          "action: RECLAIM_ACTION_RECLAIM (take the GPUs back) or RECLAIM_ACTION_RELEASE (hand them back)");
+    }
+    const bool reclaim = req->action() == v1::RECLAIM_ACTION_RECLAIM;
     std::vector<int> gpus;
     for (int g : req->gpu_indices()) {
       if (g < 0 || g > 1023) return absl::InvalidArgumentError(absl::StrCat("gpu_indices: bad index ", g));
-      gpus.push_back(g);
+      if (std::find(gpus.begin(), gpus.end(), g) == gpus.end()) gpus.push_back(g);
     }
     const int64_t now = NowMs();
-    if (absl::Status s = ctx_.nodes->SetReclaimed(req->node(), gpus, req->reclaim(), now); !s.ok()) return s;
-    if (!req->reclaim()) return absl::OkStatus();
+    if (absl::Status s = ctx_.nodes->SetReclaimed(req->node(), gpus, reclaim, now); !s.ok()) return s;
+    if (!reclaim) return absl::OkStatus();
     // Preempt at once rather than waiting for the next round: the owner's need wins.
     auto running = ctx_.jobs->RunningOnNode(req->node());
     if (!running.ok()) return running.status();

@@ -578,7 +578,7 @@ absl::Status RunCordon(CliState& st, bool cordoned) {
 absl::Status RunReclaim(CliState& st) {
   v1::ReclaimCapacityRequest req;
   req.set_node(st.node);
-  req.set_reclaim(!st.release);
+  req.set_action(st.release ? v1::RECLAIM_ACTION_RELEASE : v1::RECLAIM_ACTION_RECLAIM);
   if (!st.gpu_list.empty()) {
     auto indices = ParseIndexList(st.gpu_list);
     if (!indices.ok()) return AsUsageError(FlagError("--gpus", indices.status()));

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -161,18 +162,33 @@ absl::StatusOr<v1::Node> PgNodeStore::SetCordoned(const std::string& node, bool 
 
 absl::Status PgNodeStore::SetReclaimed(const std::string& node, const std::vector<int>& gpus, bool reclaimed,
                                        int64_t now_ms) {
-  int updated = 0;
+  // An index the node lacks fails the whole request: nothing is changed.
+  absl::Status refused;
   absl::Status st = pool_.Transact([&](pqxx::work& tx) {
-    auto r = tx.exec_params(
+    refused = absl::OkStatus();
+    std::set<int> have;
+    for (const auto& row : tx.exec_params("SELECT idx FROM gpus WHERE node = $1 FOR UPDATE", node)) {
+      have.insert(row[0].as<int>());
+    }
+    if (have.empty()) {
+      refused = absl::NotFoundError(absl::StrCat("node '", node, "' not found"));
+      return;
+    }
+    for (int g : gpus) {
+      if (have.count(g) == 0) {
+        refused = absl::InvalidArgumentError(absl::StrCat("gpu_indices: node '", node, "' has no GPU ", g, " (its GPUs are ",
+                                                          *have.begin(), "-", *have.rbegin(), ")"));
+        return;
+      }
+    }
+    tx.exec_params(
         "UPDATE gpus SET owner_reclaimed = $3,"
-        " owner_idle_since_ms = CASE WHEN $3 THEN 0 ELSE $4 END"
-        " WHERE node = $1 AND ($2 = '' OR idx = ANY (string_to_array($2, ',')::int[])) RETURNING idx",
+        " owner_idle_since_ms = CASE WHEN $3 THEN 0 ELSE $4::bigint END"
+        " WHERE node = $1 AND ($2 = '' OR idx = ANY (string_to_array($2, ',')::int[]))",
         node, absl::StrJoin(gpus, ","), reclaimed, now_ms);
-    updated = static_cast<int>(r.size());
   });
   if (!st.ok()) return st;
-  if (updated == 0) return absl::NotFoundError(absl::StrCat("node '", node, "' or its GPUs not found"));
-  return absl::OkStatus();
+  return refused;
 }
 
 namespace {

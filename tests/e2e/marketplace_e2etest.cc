@@ -454,6 +454,69 @@ std::vector<int64_t> EventTimes(const Stack& stack, const std::string& job, cons
   return out;
 }
 
+// The owner takes GPUs back through OperatorService.ReclaimCapacity: the tenant job on
+// them gets its notice at once and is requeued; hand them back and it runs again. A
+// request that does not say which, names a GPU the node lacks, or a node that does not
+// exist changes nothing.
+TEST_F(E2e, ExplicitReclaimPreemptsAtOnceAndReleaseOffersAgain) {
+  constexpr int64_t kNotice = 2000;
+  Start("reclaim", {"--owner-idle-window-ms", "0", "--preemption-notice-ms", std::to_string(kNotice)});
+  stack_->StartWorker("node-r", 2);
+  v1::JobSpec spec = ExecSpec("tenant-job", {"sleep", "120"}, 2, "", 3'000'000);
+  spec.set_requeue(true);
+  const std::string id = Submit(spec);
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 15000)) << Get(id).reason();
+
+  auto reclaim = [&](const std::string& node, std::vector<int> gpus, v1::ReclaimAction action,
+                     v1::ReclaimCapacityResponse* resp) {
+    v1::ReclaimCapacityRequest req;
+    req.set_node(node);
+    for (int g : gpus) req.add_gpu_indices(g);
+    req.set_action(action);
+    auto c = Ctx(stack_->operator_key());
+    return stack_->Operator()->ReclaimCapacity(c.get(), req, resp);
+  };
+  const std::string reclaimed = "SELECT string_agg(owner_reclaimed::text, ',' ORDER BY idx) FROM gpus WHERE node = 'node-r'";
+  v1::ReclaimCapacityResponse resp;
+  grpc::Status s = reclaim("node-r", {1}, v1::RECLAIM_ACTION_UNSPECIFIED, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("action"), std::string::npos) << s.error_message();
+  s = reclaim("node-r", {1, 5}, v1::RECLAIM_ACTION_RECLAIM, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "gpu_indices: node 'node-r' has no GPU 5 (its GPUs are 0-1)");
+  s = reclaim("node-x", {}, v1::RECLAIM_ACTION_RECLAIM, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "node 'node-x' not found");
+  EXPECT_EQ(stack_->Sql(reclaimed), "false,false");
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(EventTimes(*stack_, id, "preemption notice").empty());
+
+  // GPU 1 taken back: the job, which runs on both, gets its notice in the same call.
+  s = reclaim("node-r", {1}, v1::RECLAIM_ACTION_RECLAIM, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message() << stack_->control_log();
+  ASSERT_EQ(resp.preempted_job_ids_size(), 1);
+  EXPECT_EQ(resp.preempted_job_ids(0), id);
+  EXPECT_EQ(stack_->Sql(reclaimed), "false,true");
+  EXPECT_EQ(EventTimes(*stack_, id, "preemption notice").size(), 1u);
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state() == v1::JOB_STATE_PENDING; }, kNotice + 10000)) << Get(id).reason();
+  const std::vector<int64_t> notices = EventTimes(*stack_, id, "preemption notice");
+  const std::vector<int64_t> requeued = EventTimes(*stack_, id, "requeued");
+  ASSERT_EQ(requeued.size(), 1u);
+  EXPECT_LE(requeued[0] - notices[0], kNotice + 1000);
+  // One GPU is not two: it waits while the owner holds GPU 1.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_PENDING) << Get(id).reason();
+
+  // Handed back: offered again (the idle window is 0 here) and the job runs again.
+  ASSERT_TRUE(reclaim("node-r", {1}, v1::RECLAIM_ACTION_RELEASE, &resp).ok());
+  EXPECT_EQ(resp.preempted_job_ids_size(), 0);
+  EXPECT_EQ(stack_->Sql(reclaimed), "false,false");
+  ASSERT_TRUE(WaitFor([&] { return EventTimes(*stack_, id, "starting on").size() == 2; }, 20000)) << Get(id).reason();
+  ASSERT_TRUE(WaitState(id, v1::JOB_STATE_RUNNING, 10000));
+  EXPECT_EQ(Get(id).attempt(), 2);
+  ASSERT_TRUE(Cancel(id).ok());
+}
+
 TEST_F(E2e, HarvestWindowOwnerLoadReclaimsWithNoticeAndRequeues) {
   constexpr int64_t kWindow = 2000;
   constexpr int64_t kNotice = 2000;

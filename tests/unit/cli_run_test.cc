@@ -326,10 +326,10 @@ TEST_F(CliRunTest, KeyIssuePrintsSecretOnce) {
 TEST_F(CliRunTest, ReclaimSendsIndices) {
   ASSERT_EQ(Run({"reclaim", "node-a", "--gpus", "0,1"}), 0) << err_.str();
   EXPECT_EQ(operator_.last_reclaim.node(), "node-a");
-  EXPECT_TRUE(operator_.last_reclaim.reclaim());
+  EXPECT_EQ(operator_.last_reclaim.action(), v1::RECLAIM_ACTION_RECLAIM);
   EXPECT_EQ(operator_.last_reclaim.gpu_indices_size(), 2);
   ASSERT_EQ(Run({"reclaim", "node-a", "--release"}), 0) << err_.str();
-  EXPECT_FALSE(operator_.last_reclaim.reclaim());
+  EXPECT_EQ(operator_.last_reclaim.action(), v1::RECLAIM_ACTION_RELEASE);
   EXPECT_EQ(operator_.last_reclaim.gpu_indices_size(), 0);
 }
 
