@@ -382,10 +382,10 @@ int RunQuoteBench(int argc, char** argv) {
   IncrementalScheduler engine(state);
   const double load_ms = MsSince(t0);
   t0 = Clock::now();
-  const int baseline = scheduler::BaselineOutbid(engine, now);
+  const scheduler::QuoteBaseline baseline = scheduler::BaselineOf(engine, now);
   const double first_baseline_ms = MsSince(t0);
   t0 = Clock::now();
-  scheduler::BaselineOutbid(engine, now);
+  scheduler::BaselineOf(engine, now);
   const double baseline_ms = MsSince(t0);
 
   std::mt19937_64 rng(seed ^ 0x51ed270b27a5f1c3ULL);

@@ -15,13 +15,14 @@ int CountOutbid(const Decisions& d) {
 
 }  // namespace
 
-int BaselineOutbid(IncrementalScheduler& engine, int64_t now_ms) {
-  return CountOutbid(engine.DryRound(now_ms));
+QuoteBaseline BaselineOf(IncrementalScheduler& engine, int64_t now_ms) {
+  const Decisions d = engine.DryRound(now_ms);
+  return QuoteBaseline{CountOutbid(d), d.prices};
 }
 
 Quote QuoteJob(IncrementalScheduler& engine, int64_t now_ms, const JobView& candidate,
-               std::optional<int> baseline_outbid) {
-  const int baseline = baseline_outbid ? *baseline_outbid : BaselineOutbid(engine, now_ms);
+               const std::optional<QuoteBaseline>& given) {
+  const QuoteBaseline baseline = given ? *given : BaselineOf(engine, now_ms);
   JobView job = candidate;
   job.id = kCandidateId;
   const Decisions d = engine.DryRound(now_ms, job);
@@ -35,10 +36,13 @@ Quote QuoteJob(IncrementalScheduler& engine, int64_t now_ms, const JobView& cand
   }
   if (auto it = d.pending_reasons.find(job.id); it != d.pending_reasons.end()) q.reason = it->second.text;
   // Outbid preemptions the round would make anyway, without the candidate, are not its doing.
-  q.would_preempt = std::max(0, CountOutbid(d) - baseline);
+  q.would_preempt = std::max(0, CountOutbid(d) - baseline.outbid);
   const GpuModel* want = job.gpu_model.empty() ? nullptr : FindGpuModel(job.gpu_model);
   for (const PoolPrice& p : d.prices) {
     if (want == nullptr || p.gpu_model == want->name) q.prices.push_back(p);
+  }
+  for (const PoolPrice& p : baseline.prices) {
+    if (want == nullptr || p.gpu_model == want->name) q.current_prices.push_back(p);
   }
   return q;
 }

@@ -13,6 +13,8 @@ namespace surplus::scheduler {
 struct Quote {
   /// Clearing prices per pool this job can run in, with the candidate in the market.
   std::vector<PoolPrice> prices;
+  /// The same pools' clearing prices as the market is now, without the candidate.
+  std::vector<PoolPrice> current_prices;
   /// It would be placed in the next round as the fleet is now.
   bool would_start_now = false;
   /// Price per GPU-hour it would pay if started now (spot: <= its bid).
@@ -25,16 +27,21 @@ struct Quote {
   int would_preempt = 0;
 };
 
-/// Outbid preemptions the next round at `now_ms` makes with no candidate: QuoteJob reports
-/// only those the candidate adds. Callers quoting many jobs on one state compute it once.
-/// Leaves the engine as it was (a dry round).
-int BaselineOutbid(IncrementalScheduler& engine, int64_t now_ms);
+/// The next round at `now_ms` with no candidate: its outbid preemptions (QuoteJob reports
+/// only those the candidate adds) and its clearing prices (the market as it is now).
+/// Callers quoting many jobs on one state compute it once. Leaves the engine as it was
+/// (a dry round).
+struct QuoteBaseline {
+  int outbid = 0;
+  std::vector<PoolPrice> prices;
+};
+QuoteBaseline BaselineOf(IncrementalScheduler& engine, int64_t now_ms);
 
 /// What the next round at `now_ms` would do with `candidate` submitted now (after every
 /// known job), as a dry round: the engine is left as it was. The candidate's id is not
-/// used. `baseline_outbid`: BaselineOutbid(engine, now_ms), computed here when not given.
+/// used. `baseline`: BaselineOf(engine, now_ms), computed here when not given.
 Quote QuoteJob(IncrementalScheduler& engine, int64_t now_ms, const JobView& candidate,
-               std::optional<int> baseline_outbid = {});
+               const std::optional<QuoteBaseline>& baseline = {});
 
 /// The same, on a snapshot (an engine built from it for the purpose).
 Quote QuoteJob(const Snapshot& snapshot, const JobView& candidate);

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "scheduler/quote.h"
 #include "src/api/context.h"
 #include "src/api/fleet_mirror.h"
 #include "surplus/v1/finance.grpc.pb.h"
@@ -46,7 +47,7 @@ class TenantServiceImpl final : public surplus::v1::TenantService::CallbackServi
   std::timed_mutex quote_mu_;
   std::unique_ptr<FleetMirror> quote_mirror_;  // guarded by quote_mu_, as are the two below
   int64_t quote_synced_ms_ = 0;                // when it was last brought up to date
-  int quote_baseline_outbid_ = 0;              // BaselineOutbid() then
+  scheduler::QuoteBaseline quote_baseline_;    // BaselineOf() then
 };
 
 class OperatorServiceImpl final : public surplus::v1::OperatorService::CallbackService {

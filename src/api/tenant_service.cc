@@ -229,7 +229,7 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
       auto refreshed = quote_mirror_->Refresh(now);
       if (!refreshed.ok()) return refreshed.status();
       quote_synced_ms_ = now;
-      quote_baseline_outbid_ = scheduler::BaselineOutbid(quote_mirror_->engine(), now);
+      quote_baseline_ = scheduler::BaselineOf(quote_mirror_->engine(), now);
     }
     scheduler::JobView cand;
     cand.tenant_id = p->tenant_id;
@@ -244,7 +244,7 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
     cand.gpu_model = req->gpu_model();
     cand.max_runtime_ms = req->max_runtime_seconds() * 1000;
     const scheduler::Quote q =
-        scheduler::QuoteJob(quote_mirror_->engine(), quote_synced_ms_, cand, quote_baseline_outbid_);
+        scheduler::QuoteJob(quote_mirror_->engine(), quote_synced_ms_, cand, quote_baseline_);
     resp->set_would_start_now(q.would_start_now);
     resp->set_reason(q.would_start_now ? "" : q.reason.empty() ? "would not start now" : q.reason);
     resp->set_price_micros_per_gpu_hour(q.would_start_now ? q.price : 0);
@@ -256,6 +256,9 @@ grpc::ServerUnaryReactor* TenantServiceImpl::GetQuote(grpc::CallbackServerContex
         model = pp.gpu_model;
         break;
       }
+    }
+    for (const auto& pp : q.current_prices) {
+      if (pp.gpu_model == model) resp->set_current_clearing_price_micros_per_gpu_hour(pp.clearing_price);
     }
     resp->set_gpu_model(model);
     return absl::OkStatus();

@@ -319,7 +319,8 @@ absl::Status RunQuote(CliState& st) {
   if (!resp.ok()) return resp.status();
   Print(st, *resp,
         Details{{"model", resp->gpu_model()},
-                {"clearing price", FormatPricePerGpuHour(resp->clearing_price_micros_per_gpu_hour())},
+                {"clearing price now", FormatPricePerGpuHour(resp->current_clearing_price_micros_per_gpu_hour())},
+                {"clearing price with it", FormatPricePerGpuHour(resp->clearing_price_micros_per_gpu_hour())},
                 {"would start now", resp->would_start_now() ? "yes" : "no"},
                 {"would pay", resp->would_start_now() ? FormatPricePerGpuHour(resp->price_micros_per_gpu_hour())
                                                       : std::string("-")},

@@ -346,6 +346,10 @@ TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
   EXPECT_EQ(high_quote.would_preempt_jobs(), 1);
   EXPECT_NE(high_quote.reason().find("waiting for 1 preempted job"), std::string::npos) << high_quote.reason();
   EXPECT_EQ(high_quote.gpu_model(), "H100-80GB");
+  // The market now turns nobody away: the reserve price. With the $9 bid in it, that bid
+  // waits this round for the job it displaces to leave, so it is the highest turned away.
+  EXPECT_EQ(high_quote.current_clearing_price_micros_per_gpu_hour(), kReserve);
+  EXPECT_EQ(high_quote.clearing_price_micros_per_gpu_hour(), 9'000'000);
   const v1::GetQuoteResponse low_quote = quote(1'000'000);
   EXPECT_FALSE(low_quote.would_start_now());
   EXPECT_EQ(low_quote.would_preempt_jobs(), 0);

@@ -48,6 +48,12 @@ class FakeTenant final : public v1::TenantService::Service {
     if (!Authorized(ctx)) return {grpc::StatusCode::UNAUTHENTICATED, "bad key"};
     if (req->job_id() == "denied") return {grpc::StatusCode::PERMISSION_DENIED, "operators only"};
     if (req->job_id() == "down") return {grpc::StatusCode::UNAVAILABLE, "database unavailable"};
+    if (req->job_id() == "j-pending") {
+      job->set_id("j-pending");
+      job->set_state(v1::JOB_STATE_PENDING);
+      job->set_reason("outbid: clearing price $2.10/GPU-h > your bid $1.80");
+      return grpc::Status::OK;
+    }
     if (req->job_id() != "j-1") return {grpc::StatusCode::NOT_FOUND, "job " + req->job_id() + " not found"};
     job->set_id("j-1");
     job->set_state(v1::JOB_STATE_SUCCEEDED);
@@ -95,7 +101,19 @@ class FakeTenant final : public v1::TenantService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status GetQuote(grpc::ServerContext*, const v1::GetQuoteRequest* req, v1::GetQuoteResponse* resp) override {
+    std::lock_guard<std::mutex> lock(mu);
+    last_quote = *req;
+    resp->set_gpu_model("H100-80GB");
+    resp->set_current_clearing_price_micros_per_gpu_hour(1'500'000);
+    resp->set_clearing_price_micros_per_gpu_hour(2'100'000);
+    resp->set_would_start_now(false);
+    resp->set_reason("outbid: clearing price $2.10/GPU-h > your bid $1.80");
+    return grpc::Status::OK;
+  }
+
   std::mutex mu;
+  v1::GetQuoteRequest last_quote;
   std::vector<v1::JobSpec> submitted;
   std::vector<v1::ListJobsRequest> list_requests;
 };
@@ -321,6 +339,28 @@ TEST_F(CliRunTest, KeyIssuePrintsSecretOnce) {
   ASSERT_EQ(Run({"key", "issue", "--role", "tenant", "--tenant", "acme"}), 0) << err_.str();
   EXPECT_NE(out_.str().find("sk_secret"), std::string::npos);
   EXPECT_NE(err_.str().find("only this once"), std::string::npos);
+}
+
+TEST_F(CliRunTest, QuoteSendsTheTermsAndShowsBothPrices) {
+  ASSERT_EQ(Run({"quote", "--slice", "3g.40gb", "--bid", "1.80", "--model", "h100-80gb", "--max-runtime", "90s"}), 0)
+      << err_.str();
+  EXPECT_EQ(tenant_.last_quote.shape().slice_profile(), "3g.40gb");
+  EXPECT_EQ(tenant_.last_quote.tier(), v1::TIER_SPOT);
+  EXPECT_EQ(tenant_.last_quote.bid_micros_per_gpu_hour(), 1'800'000);
+  EXPECT_EQ(tenant_.last_quote.gpu_model(), "H100-80GB");
+  EXPECT_EQ(tenant_.last_quote.max_runtime_seconds(), 90);
+  const std::string out = out_.str();
+  EXPECT_NE(out.find("clearing price now"), std::string::npos) << out;
+  EXPECT_NE(out.find("$1.50/GPU-h"), std::string::npos) << out;
+  EXPECT_NE(out.find("clearing price with it"), std::string::npos) << out;
+  EXPECT_NE(out.find("$2.10/GPU-h"), std::string::npos) << out;
+  EXPECT_NE(out.find("outbid: clearing price $2.10/GPU-h > your bid $1.80"), std::string::npos) << out;
+  EXPECT_EQ(Run({"quote", "--slice", "3g.40gb", "--bid", "cheap"}), 2);
+}
+
+TEST_F(CliRunTest, JobShowsWhyItIsPending) {
+  ASSERT_EQ(Run({"job", "j-pending"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("outbid: clearing price $2.10/GPU-h > your bid $1.80"), std::string::npos) << out_.str();
 }
 
 TEST_F(CliRunTest, ReclaimSendsIndices) {

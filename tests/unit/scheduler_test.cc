@@ -370,6 +370,8 @@ TEST(Quote, ReportsPriceAndOutcome) {
   EXPECT_EQ(q.reason, "no node with 1 free H100-80GB GPU");
   ASSERT_EQ(q.prices.size(), 1u);
   EXPECT_EQ(q.prices[0].clearing_price, 3 * kDollar);  // the candidate is the bid turned away
+  ASSERT_EQ(q.current_prices.size(), 1u);
+  EXPECT_EQ(q.current_prices[0].clearing_price, 1 * kDollar);  // without it, nobody is turned away
 }
 
 // Found by fuzzing: a snapshot holding two rows for one job (pending, then running) left a
