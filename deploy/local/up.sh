@@ -7,7 +7,9 @@
 #   deploy/local/up.sh [--workers N] [--gpus-per-worker G] [--notice-ms MS]
 #
 # Environment: SURPLUS_LOCAL_ROUND_MS (scheduling round, 500), SURPLUS_LOCAL_IDLE_WINDOW_MS
-# (owner-idle window before a GPU is offered, 0), SURPLUS_LOCAL_JOB_CGROUPS (auto gives
+# (owner-idle window before a GPU is offered, 0), SURPLUS_LOCAL_MIN_RUNTIME_MS (how long a
+# spot job runs before it can be outbid, 0, so the demo shows an outbid at once; a
+# production control plane's default is a minute), SURPLUS_LOCAL_JOB_CGROUPS (auto gives
 # exec jobs their own cgroups where this host allows; off by default, so the demo leaves
 # the host's cgroup tree alone).
 set -euo pipefail
@@ -82,7 +84,8 @@ psql "postgresql://surplus@127.0.0.1:$PG_PORT/postgres" -tAc "SELECT 1 FROM pg_d
 # --- services ------------------------------------------------------------------------
 start control "$BIN/src/control/surplus-control" serve --database-url "$DB_URL" --listen "$GRPC" \
   --http-listen "$HTTP" --operator-key-file "$STATE/operator.key" --preemption-notice-ms "$NOTICE_MS" \
-  --round-ms "${SURPLUS_LOCAL_ROUND_MS:-500}" --owner-idle-window-ms "${SURPLUS_LOCAL_IDLE_WINDOW_MS:-0}"
+  --round-ms "${SURPLUS_LOCAL_ROUND_MS:-500}" --owner-idle-window-ms "${SURPLUS_LOCAL_IDLE_WINDOW_MS:-0}" \
+  --min-runtime-before-preempt-ms "${SURPLUS_LOCAL_MIN_RUNTIME_MS:-0}"
 start billing "$BIN/billing/service/surplus-billing" --database-url "$DB_URL" --listen "$BILLING"
 for _ in $(seq 1 100); do [ -s "$STATE/operator.key" ] && break; sleep 0.1; done
 [ -s "$STATE/operator.key" ] || { echo "up.sh: the control plane did not start; see .surplus/logs/control.log" >&2; exit 1; }

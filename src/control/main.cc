@@ -62,8 +62,10 @@ int main(int argc, char** argv) {
   int64_t reconcile_interval_ms = 5'000;
   int64_t price_history_days = 30;
   int64_t owner_idle_window_ms = 300'000;
-  int64_t min_preempt_gap = 0;
-  int64_t min_runtime_before_preempt_ms = 0;
+  // Outbids must pay, so prices and jobs do not thrash: a cent per GPU-hour above the bid,
+  // after a minute of running.
+  int64_t min_preempt_gap = 10'000;
+  int64_t min_runtime_before_preempt_ms = 60'000;
   int threads = 8;
   int db_connections = 8;
   int submit_writers = 2;
@@ -96,9 +98,9 @@ int main(int argc, char** argv) {
     sub->add_option("--owner-idle-window-ms", owner_idle_window_ms,
                     "offer a GPU only after the owner left it idle this long (default 5 min)")->check(CLI::Range(0, 86'400'000));
     sub->add_option("--min-preempt-gap-micros", min_preempt_gap,
-                    "preempt a spot job only when the price exceeds its bid by this much")->check(CLI::Range(0, 1'000'000'000));
+                    "preempt a spot job only when the price exceeds its bid by this much (default $0.01/GPU-h)")->check(CLI::Range(0, 1'000'000'000));
     sub->add_option("--min-runtime-before-preempt-ms", min_runtime_before_preempt_ms,
-                    "a spot job runs at least this long before it can be outbid")->check(CLI::Range(0, 86'400'000));
+                    "a spot job runs at least this long before it can be outbid (default 1 min)")->check(CLI::Range(0, 86'400'000));
     sub->add_option("--list-price", list_prices, "on-demand list price per model, MODEL=DOLLARS (repeatable)");
     sub->add_option("--threads", threads, "request worker threads")->check(CLI::Range(1, 256));
     sub->add_option("--db-connections", db_connections, "PostgreSQL connections")->check(CLI::Range(2, 256));

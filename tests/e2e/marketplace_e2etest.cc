@@ -320,7 +320,8 @@ TEST_F(E2e, AWorkerOnAnotherReplicaGetsItsJobsAtOnce) {
 }
 
 TEST_F(E2e, HigherBidPreemptsLowerWithNotice) {
-  Start("preempt", {"--preemption-notice-ms", "3000"});
+  // Outbid at once: no minimum runtime (the default is a minute).
+  Start("preempt", {"--preemption-notice-ms", "3000", "--min-runtime-before-preempt-ms", "0"});
   stack_->StartWorker("node-p", 1);
   const std::string marker = stack_->dir() + "/term-seen";
   // Traps SIGTERM, records the notice file it was given, then keeps running past the notice.
