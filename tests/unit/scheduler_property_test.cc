@@ -280,6 +280,28 @@ void CheckDecisions(const Snapshot& s, const Decisions& d, uint64_t seed) {
       EXPECT_GE(s.now_ms - j.started_at_ms, s.market.min_runtime_before_preempt_ms) << p.job_id;
     }
   }
+  // GPU quotas: a tenant is given new work only while everything it holds, with that work,
+  // stays within its quota (in compute units: 7 to a GPU).
+  auto units_of = [&](const std::vector<NodePlacement>& placements) {
+    int64_t units = 0;
+    for (const NodePlacement& p : placements) {
+      const SliceProfile* prof = H100().FindProfile(p.slice_profile);
+      units += prof != nullptr && !prof->IsWholeGpu()
+                   ? prof->compute_units
+                   : int64_t{kComputeUnitsPerGpu} * static_cast<int64_t>(p.gpu_indices.size());
+    }
+    return units;
+  };
+  std::map<std::string, int64_t> held, given;
+  for (const JobView& j : s.jobs) {
+    if (j.running) held[j.tenant_id] += units_of(j.placements);
+  }
+  for (const Assignment& a : d.assignments) given[jobs.at(a.job_id)->tenant_id] += units_of(a.placements);
+  for (const auto& [tenant, quota] : s.market.quotas) {
+    if (quota.max_gpus <= 0 || given[tenant] == 0) continue;
+    EXPECT_LE(held[tenant] + given[tenant], int64_t{kComputeUnitsPerGpu} * quota.max_gpus)
+        << "tenant " << tenant << " over its quota of " << quota.max_gpus << " GPUs";
+  }
   // The owner always gets its GPU back: every running job on an owner-busy GPU is told.
   for (const JobView& j : s.jobs) {
     if (!j.running || j.preempting) continue;
