@@ -54,6 +54,43 @@ TEST(Schedule, ClearingPriceIsHighestBidTurnedAway) {
   EXPECT_EQ(Reason(d, "b150"), "outbid: clearing price $2.00/GPU-h > your bid $1.50");
 }
 
+// Each GPU model is its own pool with its own price: a full H100 pool clears at the
+// highest H100 bid turned away while the A100 pool, with room to spare, stays at its
+// reserve. A job that names no model runs where there is room and pays that pool's price;
+// a slice on an A100 takes a placement of the A100's table.
+TEST(Schedule, EachGpuModelClearsItsOwnPrice) {
+  Snapshot s;
+  s.nodes = {Node("h1", 1), Node("a1", 2, "", "A100-80GB")};
+  s.market = Market(/*reserve=*/1 * kDollar);
+  s.market.reserve_price["A100-80GB"] = 800'000;
+  s.market.list_price["A100-80GB"] = 2 * kDollar;
+  auto pinned = [](JobView j, const std::string& model) {
+    j.gpu_model = model;
+    return j;
+  };
+  s.jobs = {pinned(Spot("h500", 5 * kDollar, JobShape::WholeGpus(1), 1), "H100-80GB"),
+            pinned(Spot("h300", 3 * kDollar, JobShape::WholeGpus(1), 2), "H100-80GB"),
+            Spot("any250", 2'500'000, JobShape::WholeGpus(1), 3),
+            pinned(Spot("a4g", 1'500'000, JobShape::Slice("4g.40gb"), 4), "A100-80GB")};
+  const Decisions d = Schedule(s);
+  EXPECT_EQ(ClearingPrice(d, "H100-80GB"), 3 * kDollar);
+  EXPECT_EQ(ClearingPrice(d, "A100-80GB"), 800'000);
+  ASSERT_NE(FindAssignment(d, "h500"), nullptr);
+  EXPECT_EQ(FindAssignment(d, "h500")->price, 3 * kDollar);
+  EXPECT_EQ(FindAssignment(d, "h500")->placements[0].node_id, "h1");
+  EXPECT_EQ(FindAssignment(d, "h300"), nullptr);
+  EXPECT_EQ(Reason(d, "h300"), "no node with 1 free H100-80GB GPU");
+  const Assignment* any = FindAssignment(d, "any250");
+  ASSERT_NE(any, nullptr) << Reason(d, "any250");
+  EXPECT_EQ(any->placements[0].node_id, "a1");
+  EXPECT_EQ(any->price, 800'000);
+  const Assignment* slice = FindAssignment(d, "a4g");
+  ASSERT_NE(slice, nullptr) << Reason(d, "a4g");
+  EXPECT_EQ(slice->placements[0].node_id, "a1");
+  EXPECT_EQ(slice->placements[0].slot_start, 0);
+  EXPECT_EQ(slice->price, 800'000);
+}
+
 TEST(Schedule, EqualBidsAdmitInSubmitOrder) {
   Snapshot s;
   s.nodes = {Node("n1", 1)};
