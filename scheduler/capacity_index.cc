@@ -444,6 +444,17 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
   const MaskTable& t = *pool.table;
   std::vector<int64_t> credits(t.model->profiles.size(), 0);
   if (policy_ != PackPolicy::kFragmentationAware || pool.weighted_units <= 0) return credits;
+  // A fragment held for a big slice keeps a GPU from jobs that need whole GPUs together on
+  // one node until that slice comes. That costs them only while they are short of whole
+  // GPUs: every credit shrinks with their share of the workload's units times the share of
+  // the pool's fully free GPUs their expected demand in the rest of the fill would take.
+  // `kept` is what is left of a credit, in 1/(weighted_units x kCreditScale).
+  const Int128 whole_free = static_cast<Int128>(pool.whole_slots.size() > 1 ? pool.whole_slots[1] : 0) *
+                            kComputeUnitsPerGpu * pool.weighted_units;
+  const Int128 multi_demand = static_cast<Int128>(pool.free_units) * pool.multi_gpu_units * kCreditScale;
+  const Int128 pressure = whole_free > 0 ? std::min<Int128>(kCreditScale, multi_demand / whole_free)
+                                         : (pool.multi_gpu_units > 0 ? kCreditScale : 0);
+  const Int128 kept = kCreditScale * static_cast<Int128>(pool.weighted_units) - pool.multi_gpu_units * pressure;
   for (size_t q = 0; q < credits.size() && q < pool.weights.slice.size(); ++q) {
     if (pool.weights.slice[q] <= 0 || !BigSlice(t.model->profiles[q])) continue;
     int64_t fragments = 0;
@@ -463,16 +474,6 @@ std::vector<int64_t> CapacityIndex::ExactFitCredits(const Pool& pool) const {
     const Int128 room = static_cast<Int128>(pool.weighted_units) * (fragments + 1) +
                         static_cast<Int128>(pool.free_units) * openers;
     credits[q] = static_cast<int64_t>(std::min<Int128>(kCreditScale, expected / room));
-    // A fragment held for q keeps a GPU from jobs that need whole GPUs together on one
-    // node until q comes. That costs them only while they are short of whole GPUs: the
-    // credit shrinks with their share of the workload's units times the share of the
-    // pool's fully free GPUs their expected demand in the rest of the fill would take.
-    const Int128 whole_free = static_cast<Int128>(pool.whole_slots.size() > 1 ? pool.whole_slots[1] : 0) *
-                              kComputeUnitsPerGpu * pool.weighted_units;
-    const Int128 multi_demand = static_cast<Int128>(pool.free_units) * pool.multi_gpu_units * kCreditScale;
-    const Int128 pressure = whole_free > 0 ? std::min<Int128>(kCreditScale, multi_demand / whole_free)
-                                           : (pool.multi_gpu_units > 0 ? kCreditScale : 0);
-    const Int128 kept = kCreditScale * static_cast<Int128>(pool.weighted_units) - pool.multi_gpu_units * pressure;
     credits[q] = static_cast<int64_t>(credits[q] * kept / (static_cast<Int128>(pool.weighted_units) * kCreditScale));
   }
   return credits;

@@ -37,13 +37,15 @@ Quote QuoteJob(IncrementalScheduler& engine, int64_t now_ms, const JobView& cand
   if (auto it = d.pending_reasons.find(job.id); it != d.pending_reasons.end()) q.reason = it->second.text;
   // Outbid preemptions the round would make anyway, without the candidate, are not its doing.
   q.would_preempt = std::max(0, CountOutbid(d) - baseline.outbid);
+  // The pools this job can run in: all, or the one of the model it names.
   const GpuModel* want = job.gpu_model.empty() ? nullptr : FindGpuModel(job.gpu_model);
-  for (const PoolPrice& p : d.prices) {
-    if (want == nullptr || p.gpu_model == want->name) q.prices.push_back(p);
-  }
-  for (const PoolPrice& p : baseline.prices) {
-    if (want == nullptr || p.gpu_model == want->name) q.current_prices.push_back(p);
-  }
+  auto pools_of_job = [&](const std::vector<PoolPrice>& all, std::vector<PoolPrice>* out) {
+    for (const PoolPrice& p : all) {
+      if (want == nullptr || p.gpu_model == want->name) out->push_back(p);
+    }
+  };
+  pools_of_job(d.prices, &q.prices);
+  pools_of_job(baseline.prices, &q.current_prices);
   return q;
 }
 

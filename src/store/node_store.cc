@@ -2,8 +2,8 @@
 
 #include <cstdlib>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

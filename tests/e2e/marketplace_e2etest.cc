@@ -713,12 +713,18 @@ TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
 #else
   Start("mig", {"--owner-idle-window-ms", "0"});
   const std::string state = stack_->dir() + "/nvml-state.json";
-  WriteFile(state, R"({"gpus": [
+  // GPU 0 in MIG mode with a 3g.40gb at slot 4 and `other` (one more instance); GPU 1 whole.
+  // Written to a temporary name and renamed into place, so the fake reads it whole.
+  auto write_state = [&](const std::string& other) {
+    WriteFile(state + ".tmp", R"({"gpus": [
     {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000000",
      "mig_mode": true, "mig": [
        {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000004", "profile": "3g.40gb", "gi_id": 2, "start": 4, "size": 4},
-       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000000", "profile": "2g.20gb", "gi_id": 3, "start": 0, "size": 2}]},
+       )" + other + R"(]},
     {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000001"}]})");
+    std::filesystem::rename(state + ".tmp", state);
+  };
+  write_state(R"({"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000000", "profile": "2g.20gb", "gi_id": 3, "start": 0, "size": 2})");
   ::setenv("SURPLUS_FAKE_NVML_STATE", state.c_str(), 1);
   stack_->StartWorker("node-m", 2, {"--backend", "cuda", "--nvml-library", SURPLUS_FAKE_NVML_PATH});
   ::unsetenv("SURPLUS_FAKE_NVML_STATE");
@@ -753,13 +759,7 @@ TEST_F(E2e, MigGpuGivesOutExactlyItsInstances) {
   // 3g.40gb with its job stays). The worker sees it in telemetry and registers the new
   // geometry; the scheduler then gives the new instance to the waiting 4g.40gb job, and
   // the running job keeps its instance.
-  WriteFile(state + ".tmp", R"({"gpus": [
-    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000000",
-     "mig_mode": true, "mig": [
-       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-000000000004", "profile": "3g.40gb", "gi_id": 2, "start": 4, "size": 4},
-       {"uuid": "MIG-aaaaaaaa-0000-4000-8000-0000000000f0", "profile": "4g.40gb", "gi_id": 5, "start": 0, "size": 4}]},
-    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaaaaaa-0000-4000-8000-000000000001"}]})");
-  std::filesystem::rename(state + ".tmp", state);
+  write_state(R"({"uuid": "MIG-aaaaaaaa-0000-4000-8000-0000000000f0", "profile": "4g.40gb", "gi_id": 5, "start": 0, "size": 4})");
   ASSERT_TRUE(WaitFor([&] { return stack_->Sql("SELECT mig_slices FROM gpus WHERE node = 'node-m' AND idx = 0") ==
                                    "4g.40gb@0,3g.40gb@4"; }, 15000))
       << stack_->Sql("SELECT mig_slices FROM gpus WHERE node = 'node-m' AND idx = 0");

@@ -595,6 +595,13 @@ int H100Pool(CapacityIndex* index, const std::vector<int>& node_gpus) {
 // H100 profile indices (FindGpuModel("H100-80GB") order).
 constexpr int k2g = 2, k3g = 3, k4g = 4;
 
+// Picks a place for one slice of `profile`, as the scheduler would, and takes it.
+std::optional<CapacityIndex::SlicePick> TakeSlice(CapacityIndex& index, int pool, int profile) {
+  auto pick = index.PickSlice(pool, profile);
+  if (pick) index.SetUsed(pick->gpu, index.Used(pick->gpu) | index.Model(pool).profiles[profile].MaskAt(pick->start));
+  return pick;
+}
+
 TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
   // Two empty H100s; arrivals 1g, 1g, 4g, 4g. First fit stacks both 1g on GPU 0 at slots
   // 0 and 1, which blocks a 4g there (4g only starts at 0): the second 4g fails. Keeping
@@ -607,13 +614,7 @@ TEST(CapacityIndex, FragmentationAwareBeatsFirstFitOnMixedSlices) {
     w.whole = {0, 0};
     index.SetShapeWeights(pool, w);
     int placed = 0;
-    for (int profile : {0, 0, 4, 4}) {
-      auto pick = index.PickSlice(pool, profile);
-      if (!pick) continue;
-      ++placed;
-      const uint8_t mask = index.Model(pool).profiles[profile].MaskAt(pick->start);
-      index.SetUsed(pick->gpu, index.Used(pick->gpu) | mask);
-    }
+    for (int profile : {0, 0, 4, 4}) placed += TakeSlice(index, pool, profile).has_value() ? 1 : 0;
     EXPECT_EQ(placed, policy == PackPolicy::kFirstFit ? 3 : 4);
   }
 }
@@ -634,11 +635,10 @@ TEST(CapacityIndex, SlicesDoNotDestroyCapacity) {
   w.whole = {0, 10};
   index.SetShapeWeights(pool, w);
   index.Refresh(pool);
-  auto pick = index.PickSlice(pool, k3g);
+  auto pick = TakeSlice(index, pool, k3g);
   ASSERT_TRUE(pick.has_value());
   EXPECT_EQ(pick->gpu, 1);
   EXPECT_EQ(pick->start, 4);
-  index.SetUsed(1, index.Used(1) | h100.profiles[k3g].MaskAt(pick->start));
   auto big = index.PickSlice(pool, k4g);
   ASSERT_TRUE(big.has_value());
   EXPECT_EQ(big->gpu, 0);
@@ -662,17 +662,14 @@ TEST(CapacityIndex, FragmentsAreLeftForBigSlicesOnlyWhenTheWorkloadHasThem) {
     w.whole = {0, 20};
     index.SetShapeWeights(pool, w);
     index.Refresh(pool);
-    auto pick = index.PickSlice(pool, k3g);
+    auto pick = TakeSlice(index, pool, k3g);
     ASSERT_TRUE(pick.has_value());
-    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k3g].MaskAt(pick->start));
     if (big_jobs > 0) {
       EXPECT_EQ(pick->gpu, 1);
       EXPECT_EQ(pick->start, 4);
       for (int i = 0; i < 2; ++i) {
         index.Refresh(pool);
-        auto big = index.PickSlice(pool, k4g);
-        ASSERT_TRUE(big.has_value());
-        index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+        ASSERT_TRUE(TakeSlice(index, pool, k4g).has_value());
       }
       EXPECT_EQ(index.FreeMask(0), 0);
       EXPECT_EQ(index.FreeMask(1), 0);
@@ -702,17 +699,14 @@ TEST(CapacityIndex, AFragmentABigSliceFillsButForOneUnitCountsAsOne) {
     w.whole = {0, 20};
     index.SetShapeWeights(pool, w);
     index.Refresh(pool);
-    auto pick = index.PickSlice(pool, k2g);
+    auto pick = TakeSlice(index, pool, k2g);
     ASSERT_TRUE(pick.has_value());
-    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k2g].MaskAt(pick->start));
     if (big_jobs > 0) {
       EXPECT_EQ(pick->gpu, 1);
       EXPECT_EQ(pick->start, 4);
       for (int i = 0; i < 2; ++i) {
         index.Refresh(pool);
-        auto big = index.PickSlice(pool, k4g);
-        ASSERT_TRUE(big.has_value()) << "4g number " << i + 1;
-        index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+        ASSERT_TRUE(TakeSlice(index, pool, k4g).has_value()) << "4g number " << i + 1;
       }
     } else {
       EXPECT_EQ(pick->gpu, 0);
@@ -742,9 +736,8 @@ TEST(CapacityIndex, WholeNodesThatAreNotScarceDoNotCostSlicesTheirFragments) {
     w.whole = {0, 40, 0, 0, 0, 0, 0, 0, eight_gpu_jobs};
     index.SetShapeWeights(pool, w);
     index.Refresh(pool);
-    auto pick = index.PickSlice(pool, k3g);
+    auto pick = TakeSlice(index, pool, k3g);
     ASSERT_TRUE(pick.has_value());
-    index.SetUsed(pick->gpu, index.Used(pick->gpu) | h100.profiles[k3g].MaskAt(pick->start));
     if (eight_gpu_jobs > 5) {
       EXPECT_EQ(pick->gpu, 0);
       EXPECT_EQ(pick->start, 0);
@@ -754,9 +747,7 @@ TEST(CapacityIndex, WholeNodesThatAreNotScarceDoNotCostSlicesTheirFragments) {
     EXPECT_EQ(pick->start, 4);
     for (int i = 0; i < 2; ++i) {
       index.Refresh(pool);
-      auto big = index.PickSlice(pool, k4g);
-      ASSERT_TRUE(big.has_value());
-      index.SetUsed(big->gpu, index.Used(big->gpu) | h100.profiles[k4g].MaskAt(big->start));
+      ASSERT_TRUE(TakeSlice(index, pool, k4g).has_value());
     }
     int full_free = 0;
     for (int node = 0; node < index.node_count(); ++node) full_free += index.FullFreeGpus(node);
